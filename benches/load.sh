@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# Load benchmark for the authentication gateway.
+#
+#   bash benches/load.sh
+#
+# Optional environment:
+#   DURATION=10s       measured wrk run per path
+#   CONNECTIONS=64     wrk connections
+#   THREADS=2          wrk threads
+#   WARMUP=3s          un-measured wrk run before each measured one
+#   NGINX_WORKERS      nginx worker_processes        (default: number of CPUs)
+#   GATEWAY_THREADS    gateway [server] threads      (default: number of CPUs)
+#   GATEWAY_LOG=warn   RUST_LOG for the gateway (nginx runs with access_log off)
+#   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output); it is kept
+#                      on failure unless KEEP_TMP=0
+#
+# Needs: cargo, nginx (nginx-light), wrk, redis-server, curl
+#   (fresh Debian machine: apt-get install nginx-light wrk redis-server)
+#
+# It measures three paths with the same wrk settings, all on loopback:
+#   (a) wrk -> U                        nginx `return 200 "ok\n"` (the upstream itself)
+#   (b) wrk -> gateway -> U             with a valid session cookie (Redis lookup per request)
+#   (c) wrk -> N -> U                   nginx plain reverse proxy, no auth (keepalive-tuned)
+# and prints a markdown table (also written to benches/results/latest.md).
+set -euo pipefail
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+WARMUP="${WARMUP:-3s}"
+CPUS="$(nproc)"
+NGINX_WORKERS="${NGINX_WORKERS:-$CPUS}"
+GATEWAY_THREADS="${GATEWAY_THREADS:-$CPUS}"
+GATEWAY_LOG="${GATEWAY_LOG:-warn}"
+KEEP_TMP="${KEEP_TMP:-}"
+BENCH_PATH="/bench"
+BENCH_USER="bench"
+BENCH_PASSWORD="bench-password"
+COOKIE_NAME="whalefall_session"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS_DIR="$ROOT/benches/results"
+NGINX_BIN="${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}"
+
+log() { printf '[load.sh] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for tool in cargo curl wrk redis-server "$NGINX_BIN"; do
+    command -v "$tool" >/dev/null 2>&1 || die "missing '$tool' (apt-get install nginx-light wrk redis-server curl)"
+done
+
+# ---------------------------------------------------------------- temp dir + cleanup
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/gateway-bench.XXXXXX")"
+# nginx workers drop privileges when started as root; let them traverse the dir.
+chmod 711 "$TMP"
+PIDS=()
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local i pid
+    # stop in reverse start order: gateway, nginx, redis
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid="${PIDS[$i]}"
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    local failed=0
+    [[ $rc -ne 0 && $rc -ne 130 && $rc -ne 143 ]] && failed=1
+    if ((failed)); then
+        for f in gateway.log nginx-error.log redis.log; do
+            if [[ -s "$TMP/$f" ]]; then
+                log "---- last lines of $f ----"
+                tail -n 30 "$TMP/$f" >&2 || true
+            fi
+        done
+    fi
+    if [[ "$KEEP_TMP" == 1 ]] || ((failed)) && [[ "$KEEP_TMP" != 0 ]]; then
+        log "kept temp dir $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+USED_PORTS=" "
+# A free loopback TCP port, below the Linux ephemeral range (32768+) so that the
+# many outgoing connections made during the run cannot collide with it.
+# usage: free_port VAR   (sets VAR; not in a subshell, so ports are never handed out twice)
+free_port() {
+    local p tries=0
+    while ((tries++ < 1000)); do
+        p=$((20000 + RANDOM % 12000))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        if [[ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]]; then
+            USED_PORTS+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# wait_until DESCRIPTION TIMEOUT_SECONDS PID COMMAND...   (polls; fails early if PID died)
+wait_until() {
+    local what="$1" timeout="$2" pid="$3"
+    shift 3
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        kill -0 "$pid" 2>/dev/null || die "$what: process $pid exited"
+        ((SECONDS < deadline)) || die "$what: not ready after ${timeout}s"
+        sleep 0.05
+    done
+}
+
+http_ok() { curl -fsS --max-time 2 -o /dev/null "$1"; }
+
+# wrk output -> "rps p50_ms p99_ms non2xx socket_errors requests"
+parse_wrk() {
+    awk '
+        function ms(v,   n) {
+            n = v + 0
+            if (v ~ /us$/) return n / 1000
+            if (v ~ /ms$/) return n
+            if (v ~ /m$/)  return n * 60000
+            if (v ~ /s$/)  return n * 1000
+            return n
+        }
+        $1 == "50%"              { p50 = ms($2) }
+        $1 == "99%"              { p99 = ms($2) }
+        /^Requests\/sec:/        { rps = $2 }
+        /Non-2xx or 3xx/         { non2xx = $NF }
+        /Socket errors:/         { gsub(/,/, ""); sockerr = $4 + $6 + $8 + $10 }
+        $2 == "requests" && $3 == "in" { reqs = $1 }
+        END {
+            if (rps == "" || p50 == "" || p99 == "") exit 1
+            printf "%s %.3f %.3f %d %d %d\n", rps, p50, p99, non2xx + 0, sockerr + 0, reqs + 0
+        }' "$1"
+}
+
+# run_wrk NAME URL [wrk args...]  -> raw output in $TMP/wrk-NAME.txt
+run_wrk() {
+    local name="$1" url="$2"
+    shift 2
+    log "warm-up $name ($WARMUP): $url"
+    wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" "$@" "$url" >"$TMP/wrk-$name-warmup.txt"
+    log "measure $name ($DURATION)"
+    wrk --latency -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" "$@" "$url" >"$TMP/wrk-$name.txt"
+    sed 's/^/    /' "$TMP/wrk-$name.txt" >&2
+}
+
+# ---------------------------------------------------------------- build
+log "building gateway (release)"
+(cd "$ROOT" && cargo build --release --bin gateway)
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+GATEWAY="$TARGET_DIR/release/gateway"
+[[ -x "$GATEWAY" ]] || die "no binary at $GATEWAY"
+
+free_port REDIS_PORT
+free_port U_PORT
+free_port N_PORT
+free_port GW_PORT
+free_port ADMIN_PORT
+
+# ---------------------------------------------------------------- redis
+log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+
+# ---------------------------------------------------------------- nginx (U + N)
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx.conf" <<EOF
+# One nginx process serves both the fast upstream (U) and the plain reverse
+# proxy (N). worker_processes = number of CPUs ($CPUS), i.e. the same parallelism
+# as the gateway's threads; nginx's usual production setting ("auto").
+worker_processes $NGINX_WORKERS;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path       $TMP/nginx/proxy;
+    fastcgi_temp_path     $TMP/nginx/fastcgi;
+    uwsgi_temp_path       $TMP/nginx/uwsgi;
+    scgi_temp_path        $TMP/nginx/scgi;
+
+    # never close a client keep-alive connection mid-benchmark (default: 1000 requests)
+    keepalive_requests 10000000;
+    keepalive_timeout  120s;
+
+    upstream bench_u {
+        server 127.0.0.1:$U_PORT;
+        keepalive 64;
+        keepalive_requests 10000000;
+        keepalive_timeout  120s;
+    }
+
+    # (U) fast upstream
+    server {
+        listen 127.0.0.1:$U_PORT backlog=4096;
+        location / {
+            default_type text/plain;
+            return 200 "ok\n";
+        }
+    }
+
+    # (N) plain reverse proxy to U, no auth
+    server {
+        listen 127.0.0.1:$N_PORT backlog=4096;
+        location / {
+            proxy_pass http://bench_u;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+        }
+    }
+}
+EOF
+"$NGINX_BIN" -t -q -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" -g 'daemon off;' \
+    || die "nginx config test failed"
+log "starting nginx: U on 127.0.0.1:$U_PORT, N on 127.0.0.1:$N_PORT ($NGINX_WORKERS workers)"
+"$NGINX_BIN" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" -g 'daemon off;' &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+redis_ping() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+wait_until "redis" 20 "$REDIS_PID" redis_ping
+wait_until "nginx U" 20 "$NGINX_PID" http_ok "http://127.0.0.1:$U_PORT$BENCH_PATH"
+wait_until "nginx N" 20 "$NGINX_PID" http_ok "http://127.0.0.1:$N_PORT$BENCH_PATH"
+[[ "$(curl -fsS "http://127.0.0.1:$N_PORT$BENCH_PATH")" == ok ]] || die "nginx N did not return the upstream body"
+
+# ---------------------------------------------------------------- gateway
+log "hashing the bench user's password"
+HASH="$(echo -n "$BENCH_PASSWORD" | "$GATEWAY" hash-password | head -n 1)"
+[[ "$HASH" == '$'* ]] || die "hash-password printed an unexpected value: $HASH"
+SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+
+cat >"$TMP/users.toml" <<EOF
+[[users]]
+username = "$BENCH_USER"
+id = "1"
+password_hash = '$HASH'
+roles = ["user"]
+disabled = false
+EOF
+
+cat >"$TMP/gateway.toml" <<EOF
+[server]
+listen = "127.0.0.1:$GW_PORT"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+threads = $GATEWAY_THREADS
+trusted_proxies = []
+grace_period = "1s"
+shutdown_timeout = "1s"
+
+[upstream]
+servers = ["127.0.0.1:$U_PORT"]
+connect_timeout = "2s"
+read_timeout = "60s"
+
+[redis]
+url = "redis://127.0.0.1:$REDIS_PORT/0"
+key_prefix = "bench:"
+timeout = "1s"
+connect_timeout = "1s"
+
+[session]
+cookie_name = "$COOKIE_NAME"
+secret = "$SECRET"
+idle_timeout = "8h"
+absolute_timeout = "24h"
+cookie_secure = false
+
+[login]
+path = "/login"
+logout_path = "/logout"
+users_file = "users.toml"
+
+[access]
+public = ["/static/", "/favicon.ico"]
+EOF
+
+"$GATEWAY" check-config --config "$TMP/gateway.toml" >&2 || die "gateway rejected the bench config"
+
+log "starting gateway: 127.0.0.1:$GW_PORT (admin $ADMIN_PORT, $GATEWAY_THREADS threads, RUST_LOG=$GATEWAY_LOG)"
+RUST_LOG="$GATEWAY_LOG" "$GATEWAY" run --config "$TMP/gateway.toml" >"$TMP/gateway.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+wait_until "gateway admin /healthz" 60 "$GW_PID" http_ok "http://127.0.0.1:$ADMIN_PORT/healthz"
+wait_until "gateway /_gateway/health" 30 "$GW_PID" http_ok "http://127.0.0.1:$GW_PORT/_gateway/health"
+
+# ---------------------------------------------------------------- login
+log "logging in as $BENCH_USER"
+LOGIN_STATUS="$(curl -sS -o "$TMP/login-body.json" -D "$TMP/login-headers.txt" -w '%{http_code}' \
+    -H 'Content-Type: application/json' \
+    --data "{\"username\":\"$BENCH_USER\",\"password\":\"$BENCH_PASSWORD\"}" \
+    "http://127.0.0.1:$GW_PORT/login")"
+[[ "$LOGIN_STATUS" == 200 ]] || die "login returned HTTP $LOGIN_STATUS: $(cat "$TMP/login-body.json")"
+SESSION="$(tr -d '\r' <"$TMP/login-headers.txt" |
+    sed -n "s/^[Ss]et-[Cc]ookie: *$COOKIE_NAME=\([^;]*\).*/\1/p" | head -n 1)"
+[[ -n "$SESSION" ]] || die "no $COOKIE_NAME cookie in the login response"
+COOKIE_HEADER="Cookie: $COOKIE_NAME=$SESSION"
+
+# sanity: without a cookie the path is refused, with it the upstream answers
+NOAUTH_STATUS="$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT$BENCH_PATH")"
+[[ "$NOAUTH_STATUS" == 401 ]] || die "unauthenticated $BENCH_PATH returned $NOAUTH_STATUS, expected 401"
+AUTH_BODY="$(curl -fsS -H "$COOKIE_HEADER" "http://127.0.0.1:$GW_PORT$BENCH_PATH")" \
+    || die "authenticated $BENCH_PATH failed"
+[[ "$AUTH_BODY" == ok ]] || die "authenticated $BENCH_PATH did not return the upstream body: $AUTH_BODY"
+
+# ---------------------------------------------------------------- measure
+run_wrk a "http://127.0.0.1:$U_PORT$BENCH_PATH"
+run_wrk b "http://127.0.0.1:$GW_PORT$BENCH_PATH" -H "$COOKIE_HEADER"
+run_wrk c "http://127.0.0.1:$N_PORT$BENCH_PATH"
+
+read -r A_RPS A_P50 A_P99 A_BAD A_SOCK A_REQS < <(parse_wrk "$TMP/wrk-a.txt") || die "cannot parse wrk output (a)"
+read -r B_RPS B_P50 B_P99 B_BAD B_SOCK B_REQS < <(parse_wrk "$TMP/wrk-b.txt") || die "cannot parse wrk output (b)"
+read -r C_RPS C_P50 C_P99 C_BAD C_SOCK C_REQS < <(parse_wrk "$TMP/wrk-c.txt") || die "cannot parse wrk output (c)"
+
+# (b) must have measured real upstream responses, not 401/503s.
+# wrk counts "Non-2xx or 3xx"; the gateway never answers a wrk request (no
+# Accept: text/html) with a 3xx, so a zero count means every response was 2xx.
+((B_REQS > 0)) || die "(b) completed no requests"
+((B_BAD == 0)) || die "(b) got $B_BAD non-2xx responses out of $B_REQS (see $TMP/wrk-b.txt)"
+if grep -q 'Non-2xx' "$TMP/wrk-b-warmup.txt"; then
+    die "(b) warm-up got non-2xx responses: $(grep 'Non-2xx' "$TMP/wrk-b-warmup.txt")"
+fi
+((A_BAD == 0 && C_BAD == 0)) || die "nginx paths got non-2xx responses (a: $A_BAD, c: $C_BAD)"
+# the session must still be valid after the run
+AFTER_STATUS="$(curl -sS -o /dev/null -w '%{http_code}' -H "$COOKIE_HEADER" "http://127.0.0.1:$GW_PORT$BENCH_PATH")"
+[[ "$AFTER_STATUS" == 200 ]] || die "session no longer accepted after the run (HTTP $AFTER_STATUS)"
+
+# ---------------------------------------------------------------- report
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y == 0) print "n/a"; else printf "%.2f", x / y }'; }
+fmt_rps() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+fmt_ms() { awk -v x="$1" 'BEGIN { printf "%.2f ms", x }'; }
+
+CPU_MODEL="$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+NGINX_VERSION="$("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///')"
+REDIS_VERSION="$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+WRK_VERSION="$(wrk --version 2>&1 | head -n 1 | awk '{print $2}' || true)"
+GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
+if [[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -n 1)" ]]; then GIT_REV="$GIT_REV (dirty tree)"; fi
+
+sock_note=""
+if ((A_SOCK + B_SOCK + C_SOCK > 0)); then
+    sock_note="- wrk socket errors: a=$A_SOCK, b=$B_SOCK, c=$C_SOCK (see raw wrk output)"
+fi
+
+REPORT="$(
+    cat <<EOF
+# Gateway load benchmark
+
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit: $GIT_REV
+- machine: $CPUS CPUs${CPU_MODEL:+ ($CPU_MODEL)}; wrk, nginx, redis and the gateway all share them, so compare the rows, not the absolute numbers
+- wrk ${WRK_VERSION}: \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\` (after a $WARMUP warm-up), GET $BENCH_PATH, keep-alive, loopback
+- nginx $NGINX_VERSION: worker_processes $NGINX_WORKERS, access_log off, upstream keepalive 64; redis $REDIS_VERSION; gateway threads $GATEWAY_THREADS, RUST_LOG=$GATEWAY_LOG
+- (b) sent a valid session cookie: $B_REQS requests, 0 non-2xx
+
+| path | req/s | p50 | p99 |
+|---|---:|---:|---:|
+| (a) wrk → upstream U (nginx \`return 200\`) | $(fmt_rps "$A_RPS") | $(fmt_ms "$A_P50") | $(fmt_ms "$A_P99") |
+| (b) wrk → gateway (session in Redis) → U | $(fmt_rps "$B_RPS") | $(fmt_ms "$B_P50") | $(fmt_ms "$B_P99") |
+| (c) wrk → nginx reverse proxy N (no auth) → U | $(fmt_rps "$C_RPS") | $(fmt_ms "$C_P50") | $(fmt_ms "$C_P99") |
+
+| ratio | req/s | p50 | p99 |
+|---|---:|---:|---:|
+| b/a (gateway vs. upstream direct) | $(ratio "$B_RPS" "$A_RPS") | $(ratio "$B_P50" "$A_P50") | $(ratio "$B_P99" "$A_P99") |
+| b/c (gateway vs. nginx proxy) | $(ratio "$B_RPS" "$C_RPS") | $(ratio "$B_P50" "$C_P50") | $(ratio "$B_P99" "$C_P99") |
+$sock_note
+EOF
+)"
+
+mkdir -p "$RESULTS_DIR"
+printf '%s\n' "$REPORT" >"$RESULTS_DIR/latest.md"
+printf '\n%s\n\n' "$REPORT"
+log "written to ${RESULTS_DIR#"$ROOT"/}/latest.md"

@@ -1,0 +1,204 @@
+//! The audit trail: one JSON line per session event, to a log sink and to a capped Redis stream.
+//!
+//! Events: `login_success`, `login_failure` (with a reason class), `logout`,
+//! `logout_everywhere`, `session_ended` (a user ended one of their other sessions),
+//! `admin_revoke`, `session_evicted` (per-user limit), `session_expired`, `cookie_rejected`.
+//! Each carries a timestamp, event id, user, session handle, client IP and user agent, and never
+//! a session id, cookie value, password or secret: the types that hold those are not accepted.
+//!
+//! Recording never blocks a request: lines go through a bounded queue to a writer thread (and are
+//! dropped, and counted in the log, if the sink cannot keep up), and the Redis copy is an `XADD`
+//! with `MAXLEN ~` on a spawned task. Any instance's events can be read with
+//! `gateway audit tail`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{AuditSettings, AuditSink};
+use crate::redis_conn::SharedRedis;
+use crate::session::{now_ms, LiveSession};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub event_id: String,
+    pub ts: String,
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    pub ip: String,
+    pub user_agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who acted: "user", "admin" or "gateway".
+    pub actor: &'static str,
+}
+
+/// Where the request came from, for the record.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl AuditEvent {
+    pub fn new(event: &'static str, actor: &'static str, origin: &Origin) -> AuditEvent {
+        AuditEvent {
+            event_id: event_id(),
+            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            event,
+            user_id: None,
+            username: None,
+            handle: None,
+            ip: origin.ip.clone(),
+            user_agent: truncate(&origin.user_agent, 256),
+            reason: None,
+            actor,
+        }
+    }
+
+    pub fn session(mut self, session: &LiveSession) -> AuditEvent {
+        self.user_id = Some(session.record.user_id.clone());
+        self.username = Some(session.record.username.clone());
+        self.handle = Some(session.handle.to_string());
+        self
+    }
+
+    pub fn username(mut self, username: &str) -> AuditEvent {
+        self.username = Some(truncate(username, 128));
+        self
+    }
+
+    pub fn user_id(mut self, user_id: &str) -> AuditEvent {
+        self.user_id = Some(user_id.to_string());
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> AuditEvent {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+fn event_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 6];
+    let _ = getrandom::fill(&mut random);
+    format!(
+        "{:x}-{:x}-{}",
+        now_ms(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        hex::encode(random)
+    )
+}
+
+pub struct Audit {
+    lines: Option<SyncSender<String>>,
+    dropped: Arc<AtomicU64>,
+    redis: Arc<SharedRedis>,
+    stream: String,
+    max_len: u64,
+}
+
+impl Audit {
+    /// Starts the writer thread for the configured sink (start-up only).
+    pub fn start(
+        settings: &AuditSettings,
+        redis: Arc<SharedRedis>,
+        key_prefix: &str,
+    ) -> std::io::Result<Audit> {
+        let mut writer: Option<Box<dyn Write + Send>> = match &settings.sink {
+            AuditSink::Stdout => Some(Box::new(std::io::stdout())),
+            AuditSink::File(path) => Some(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            AuditSink::Off => None,
+        };
+        let lines = match writer.take() {
+            Some(mut out) => {
+                let (tx, rx) = sync_channel::<String>(8192);
+                std::thread::Builder::new()
+                    .name("audit-writer".into())
+                    .spawn(move || {
+                        for line in rx {
+                            let _ = writeln!(out, "{line}");
+                            let _ = out.flush();
+                        }
+                    })?;
+                Some(tx)
+            }
+            None => None,
+        };
+        Ok(Audit {
+            lines,
+            dropped: Arc::new(AtomicU64::new(0)),
+            redis,
+            stream: format!("{key_prefix}audit"),
+            max_len: settings.stream_max_len,
+        })
+    }
+
+    pub fn stream_key(&self) -> &str {
+        &self.stream
+    }
+
+    /// Records an event without waiting for either sink.
+    pub fn record(&self, event: AuditEvent) {
+        let Some(xadd) = self.write_line(&event) else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let redis = self.redis.clone();
+            tokio::spawn(async move {
+                if let Err(e) = redis.query::<String>(xadd).await {
+                    log::warn!("audit event not written to redis: {e}");
+                }
+            });
+        }
+    }
+
+    /// Records an event and waits for the Redis copy (for one-shot CLI commands).
+    pub async fn record_and_wait(&self, event: AuditEvent) {
+        if let Some(xadd) = self.write_line(&event) {
+            if let Err(e) = self.redis.query::<String>(xadd).await {
+                log::warn!("audit event not written to redis: {e}");
+            }
+        }
+    }
+
+    /// Queues the line for the log sink and returns the `XADD` for the Redis copy.
+    fn write_line(&self, event: &AuditEvent) -> Option<redis::Cmd> {
+        let line = serde_json::to_string(event).ok()?;
+        if let Some(tx) = &self.lines {
+            if let Err(TrySendError::Full(_)) = tx.try_send(line.clone()) {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    log::warn!("audit sink is behind; {n} audit lines dropped so far");
+                }
+            }
+        }
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*")
+            .arg("event")
+            .arg(line);
+        Some(xadd)
+    }
+}

@@ -1,0 +1,354 @@
+//! The command line: `run`, `check-config`, `hash-password`, `sessions list|revoke`,
+//! `audit tail`. Every command reads the same config file as the running gateway.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::App;
+use crate::audit::Origin;
+use crate::config::{AuditSink, Config};
+use crate::env::{Environment, SystemEnvironment};
+use crate::errors::ConfigError;
+use crate::routes::sessions_json;
+use crate::session::Handle;
+use crate::{operator, password, server, users::UserTable};
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Authentication gateway with server-side sessions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Path to gateway.toml
+    #[arg(long, short = 'c', default_value = "/etc/gateway/gateway.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Take over the listening sockets of a running gateway (after sending it SIGQUIT)
+        #[arg(long, short = 'u')]
+        upgrade: bool,
+    },
+    /// Check the config (and users file); list every problem with its line
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Read a password from stdin and print its argon2id hash for the users file
+    HashPassword,
+    /// List or revoke sessions
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+    /// Read the audit trail
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// One line per live session (or JSON with --json)
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one session, all of a user's, or all
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, conflicts_with_all = ["user", "all"], required_unless_present_any = ["user", "all"])]
+        handle: Option<String>,
+        #[arg(long, conflicts_with = "all")]
+        user: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the latest audit events (from Redis, any instance's), oldest first
+    Tail {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, short = 'n', default_value_t = 50)]
+        count: usize,
+        /// Keep printing new events as they arrive
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = SystemEnvironment;
+    init_logging();
+    match cli.command {
+        Command::Run { config, upgrade } => run(&config.config, upgrade, &env),
+        Command::CheckConfig { config } => check_config(&config.config, &env),
+        Command::HashPassword => hash_password(),
+        Command::Sessions { action } => sessions(action, &env),
+        Command::Audit { action } => audit(action, &env),
+    }
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}
+
+fn report(error: &ConfigError) -> ExitCode {
+    let mut err = std::io::stderr().lock();
+    for problem in &error.problems {
+        let _ = writeln!(err, "{problem}");
+    }
+    let _ = writeln!(err, "{} problem(s) found", error.problems.len());
+    ExitCode::FAILURE
+}
+
+/// Config and users file together: both must be right before anything starts.
+fn load(path: &std::path::Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let config = Config::load(path, env)?;
+    if let Some(users) = &config.login.users_file {
+        UserTable::load(users, env)?;
+    }
+    Ok(config)
+}
+
+fn run(path: &std::path::Path, upgrade: bool, env: &dyn Environment) -> ExitCode {
+    let app = match load(path, env).and_then(|c| App::new(c, env)) {
+        Ok(app) => app,
+        Err(e) => return report(&e),
+    };
+    match server::run(app, upgrade) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path, env: &dyn Environment) -> ExitCode {
+    match load(path, env) {
+        Ok(_) => {
+            println!("config OK: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&e),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("could not read a password from stdin");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("empty password; pipe one in, e.g. `printf %s 'pw' | gateway hash-password`");
+        return ExitCode::FAILURE;
+    }
+    match password::hash_argon2id(password) {
+        Some(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("hashing failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An [`App`] for one-shot commands: its audit lines go to Redis (and a file sink), never into
+/// the command's own output.
+fn tool_app(path: &std::path::Path, env: &dyn Environment) -> Result<Arc<App>, ExitCode> {
+    let mut config = load(path, env).map_err(|e| report(&e))?;
+    if config.audit.sink == AuditSink::Stdout {
+        config.audit.sink = AuditSink::Off;
+    }
+    App::new(config, env).map_err(|e| report(&e))
+}
+
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(future))
+        .map_err(|e| {
+            eprintln!("cannot start runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn operator_origin() -> Origin {
+    Origin {
+        ip: "cli".into(),
+        user_agent: format!("gateway-cli/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn sessions(action: SessionsCommand, env: &dyn Environment) -> ExitCode {
+    let (config, job): (PathBuf, SessionsCommand) = match &action {
+        SessionsCommand::List { config, .. } | SessionsCommand::Revoke { config, .. } => {
+            (config.config.clone(), action)
+        }
+    };
+    let app = match tool_app(&config, env) {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
+    let by = operator_origin();
+    let outcome = block_on(async {
+        match job {
+            SessionsCommand::List { user, json, .. } => {
+                let sessions = operator::list(&app, user.as_deref()).await?;
+                if json {
+                    println!("{}", sessions_json(&sessions));
+                } else {
+                    for s in &sessions {
+                        let v = crate::routes::session_json(s);
+                        println!(
+                            "{}  user={} ({})  created={}  last_seen={}  ip={}  ua={:?}",
+                            s.handle,
+                            s.record.user_id,
+                            s.record.username,
+                            v["created_at"].as_str().unwrap_or(""),
+                            v["last_seen"].as_str().unwrap_or(""),
+                            s.record.ip,
+                            s.record.user_agent,
+                        );
+                    }
+                    eprintln!("{} live session(s)", sessions.len());
+                }
+                Ok(true)
+            }
+            SessionsCommand::Revoke {
+                handle, user, all, ..
+            } => {
+                let n = if let Some(h) = handle {
+                    let Some(handle) = Handle::parse(&h) else {
+                        eprintln!("`{h}` is not a session handle (64 lowercase hex digits)");
+                        return Ok(false);
+                    };
+                    usize::from(operator::revoke_handle(&app, &handle, &by).await?)
+                } else if let Some(user) = user {
+                    operator::revoke_user(&app, &user, &by).await?
+                } else if all {
+                    operator::revoke_all(&app, &by).await?
+                } else {
+                    0
+                };
+                println!("revoked {n} session(s)");
+                Ok(true)
+            }
+        }
+    });
+    match outcome {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => ExitCode::FAILURE,
+        Ok(Err(e @ crate::errors::StoreError::Timeout))
+        | Ok(Err(e @ crate::errors::StoreError::Unavailable(_))) => {
+            eprintln!("{e}");
+            ExitCode::from(3)
+        }
+        Err(code) => code,
+    }
+}
+
+fn audit(action: AuditCommand, env: &dyn Environment) -> ExitCode {
+    let AuditCommand::Tail {
+        config,
+        count,
+        follow,
+    } = action;
+    let app = match tool_app(&config.config, env) {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
+    let stream = app.audit.stream_key().to_string();
+    let outcome = block_on(async {
+        let redis = app.store.redis();
+        let latest: redis::streams::StreamRangeReply = redis
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(&stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count)
+                    .clone(),
+            )
+            .await?;
+        let mut last_id = "$".to_string();
+        for entry in latest.ids.iter().rev() {
+            print_event(entry);
+            last_id = entry.id.clone();
+        }
+        while follow {
+            // Short blocking reads keep each call inside the store's deadline.
+            let reply: Option<redis::streams::StreamReadReply> = redis
+                .query(
+                    redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(100)
+                        .arg("STREAMS")
+                        .arg(&stream)
+                        .arg(&last_id)
+                        .clone(),
+                )
+                .await?;
+            let entries: Vec<_> = reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect();
+            for entry in &entries {
+                print_event(entry);
+                last_id = entry.id.clone();
+            }
+            if entries.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        Ok::<(), crate::errors::StoreError>(())
+    });
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(3)
+        }
+        Err(code) => code,
+    }
+}
+
+fn print_event(entry: &redis::streams::StreamId) {
+    if let Some(line) = entry.get::<String>("event") {
+        println!("{line}");
+    }
+}

@@ -1,0 +1,87 @@
+//! Checking a username and password, without stalling the proxy and without leaking which
+//! usernames exist.
+//!
+//! Hash verification runs on tokio's blocking pool, at most one per CPU at a time, so a login
+//! storm queues behind itself instead of starving proxied traffic on the async workers. Unknown
+//! and disabled users cost exactly what a wrong password costs: an unknown name is checked
+//! against a decoy hash of the same algorithm and cost, and a disabled user's real hash is
+//! checked before the answer is "no".
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::errors::CredentialError;
+use crate::password::{default_decoy, PasswordHash};
+use crate::users::{Identity, UserTable};
+
+pub struct Authenticator {
+    users: UserTable,
+    decoy: PasswordHash,
+    permits: Arc<Semaphore>,
+}
+
+impl Authenticator {
+    pub fn new(users: UserTable) -> Authenticator {
+        let decoy = users
+            .typical_hash()
+            .map_or_else(default_decoy, PasswordHash::decoy);
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Authenticator {
+            users,
+            decoy,
+            permits: Arc::new(Semaphore::new(cpus)),
+        }
+    }
+
+    /// Checks one login attempt. Every kind of "no" takes as long as a wrong password.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: String,
+    ) -> Result<Verdict, CredentialError> {
+        let user = self.users.find(username.trim()).cloned();
+        let hash = user
+            .as_ref()
+            .map_or_else(|| self.decoy.clone(), |u| u.password_hash.clone());
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CredentialError("shutting down".into()))?;
+        let matched = tokio::task::spawn_blocking(move || hash.verify(&password))
+            .await
+            .map_err(|e| CredentialError(format!("password check failed: {e}")))?;
+        Ok(match user {
+            None => Verdict::Rejected(Rejection::UnknownUser),
+            Some(_) if !matched => Verdict::Rejected(Rejection::WrongPassword),
+            Some(u) if u.disabled => Verdict::Rejected(Rejection::Disabled),
+            Some(u) => Verdict::Accepted(u.identity),
+        })
+    }
+}
+
+/// The outcome of one login attempt. The client is told only "accepted" or "rejected"; the
+/// reason goes to the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted(Identity),
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownUser,
+    WrongPassword,
+    Disabled,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownUser => "unknown_user",
+            Rejection::WrongPassword => "wrong_password",
+            Rejection::Disabled => "disabled",
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The headers the gateway owns on the request it sends upstream.
+//!
+//! The app trusts `X-Auth-*` because only the gateway can set them: every client-sent header
+//! whose name starts with `x-auth-` (case-insensitive, `_` read as `-`, since WSGI folds
+//! `X_Auth_User` and `X-Auth-User` into one variable) is removed first, on every request.
+
+use std::net::IpAddr;
+
+use pingora::http::RequestHeader;
+
+use crate::users::Identity;
+
+pub const USER: &str = "x-auth-user";
+pub const USER_ID: &str = "x-auth-user-id";
+pub const ROLES: &str = "x-auth-roles";
+
+/// Removes every header a client could use to pose as the gateway.
+pub fn strip_identity_headers(req: &mut RequestHeader) {
+    let spoofed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| is_identity_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        req.remove_header(&name);
+    }
+}
+
+fn is_identity_header(name: &str) -> bool {
+    let prefix = b"x-auth-";
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()]
+            .iter()
+            .zip(prefix)
+            .all(|(c, p)| c.to_ascii_lowercase() == *p || (*c == b'_' && *p == b'-'))
+}
+
+/// Tells the app who the user is.
+pub fn set_identity(req: &mut RequestHeader, identity: &Identity) -> pingora::Result<()> {
+    req.insert_header(USER, identity.username.as_str())?;
+    req.insert_header(USER_ID, identity.id.as_str())?;
+    req.insert_header(ROLES, identity.roles.join(","))?;
+    Ok(())
+}
+
+/// `X-Forwarded-For/-Proto/-Host`. Values a client sent are kept only when it is a trusted proxy.
+pub fn set_forwarded(
+    req: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    peer_is_trusted: bool,
+) -> pingora::Result<()> {
+    let prior_for = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let prior_proto = req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "http" || *p == "https")
+        .map(str::to_string);
+    let prior_host = req
+        .headers
+        .get("x-forwarded-host")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let host = req
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri.authority().map(|a| a.to_string()));
+    let peer_text = peer.map(|p| p.to_string());
+
+    let forwarded_for = match (peer_is_trusted && !prior_for.is_empty(), &peer_text) {
+        (true, Some(p)) => format!("{prior_for}, {p}"),
+        (_, Some(p)) => p.clone(),
+        (_, None) => prior_for.clone(),
+    };
+    let proto = match (peer_is_trusted, prior_proto) {
+        (true, Some(p)) => p,
+        _ => "http".to_string(),
+    };
+    let forwarded_host = match (peer_is_trusted, prior_host) {
+        (true, Some(h)) => Some(h),
+        _ => host,
+    };
+    req.remove_header("x-forwarded-for");
+    if !forwarded_for.is_empty() {
+        req.insert_header("x-forwarded-for", forwarded_for)?;
+    }
+    req.insert_header("x-forwarded-proto", proto)?;
+    req.remove_header("x-forwarded-host");
+    if let Some(h) = forwarded_host {
+        req.insert_header("x-forwarded-host", h)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_header_spellings() {
+        for spoof in [
+            "x-auth-user",
+            "x_auth_user",
+            "x-auth_roles",
+            "x_auth-anything",
+        ] {
+            assert!(is_identity_header(spoof), "{spoof}");
+        }
+        for fine in [
+            "x-authorization",
+            "authorization",
+            "x-auth",
+            "x-forwarded-for",
+        ] {
+            assert!(!is_identity_header(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn spoofed_headers_are_removed() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("X-Auth-User", "mallory").unwrap();
+        r.append_header("X_Auth_Roles", "admin").unwrap();
+        r.append_header("Accept", "*/*").unwrap();
+        strip_identity_headers(&mut r);
+        assert_eq!(r.headers.len(), 1);
+    }
+}

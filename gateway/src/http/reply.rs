@@ -1,0 +1,71 @@
+//! Answers the gateway writes itself (login pages, redirects, JSON errors, 503s).
+//!
+//! Written with explicit headers and body and kept alive: pingora's `respond_error` would add
+//! `Connection: close` and make every refused client reconnect.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type", content_type.to_string())],
+            body: body.into(),
+        }
+    }
+
+    pub fn html(status: u16, body: String) -> Reply {
+        Reply::new(status, "text/html; charset=utf-8", body).header(
+            // Gateway pages never load anything from elsewhere and must not be framed.
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        )
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply::new(status, "application/json", value.to_string())
+    }
+
+    /// `{"error": code, "message": message}`.
+    pub fn json_error(status: u16, code: &str, message: &str) -> Reply {
+        Reply::json(
+            status,
+            &serde_json::json!({ "error": code, "message": message }),
+        )
+    }
+
+    pub fn redirect(status: u16, location: &str) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", Bytes::new()).header("location", location)
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Writes the answer and ends the response; `HEAD` gets the headers only.
+    pub async fn send(self, session: &mut Session) -> pingora::Result<()> {
+        let is_head = session.req_header().method == http::Method::HEAD;
+        let mut head = ResponseHeader::build(self.status, Some(self.headers.len() + 3))?;
+        for (name, value) in self.headers {
+            head.append_header(name, value)?;
+        }
+        head.insert_header("cache-control", "no-store")?;
+        head.insert_header("content-length", self.body.len().to_string())?;
+        if is_head || self.body.is_empty() {
+            session.write_response_header(Box::new(head), true).await?;
+        } else {
+            session.write_response_header(Box::new(head), false).await?;
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(())
+    }
+}

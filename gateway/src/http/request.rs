@@ -1,0 +1,253 @@
+//! Reading what the client sent: who it is, what it accepts, its body, and whether a redirect
+//! target or a cross-site post can be trusted. Malformed input is never an error here: it reads
+//! as "absent" or "not allowed", and the caller answers with a 4xx.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+/// Largest body the gateway reads itself (login forms, logout, JSON): plenty for a form.
+pub const MAX_OWN_BODY: usize = 64 * 1024;
+
+pub fn header<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A GET/HEAD that a browser makes when the user follows a link or types a URL.
+pub fn is_page_navigation(req: &RequestHeader) -> bool {
+    (req.method == Method::GET || req.method == Method::HEAD) && prefers_html(req)
+}
+
+pub fn prefers_html(req: &RequestHeader) -> bool {
+    header(req, "accept").is_some_and(|a| a.contains("text/html"))
+}
+
+pub fn wants_json(req: &RequestHeader) -> bool {
+    header(req, "accept").is_some_and(|a| a.contains("application/json")) || is_json(req)
+}
+
+pub fn is_json(req: &RequestHeader) -> bool {
+    header(req, "content-type").is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+pub fn is_form(req: &RequestHeader) -> bool {
+    header(req, "content-type").is_some_and(|c| {
+        c.split(';').next().is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    })
+}
+
+/// The path and query as the client sent them, e.g. `/reports?x=1`.
+pub fn path_and_query(req: &RequestHeader) -> &str {
+    req.uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+/// One query parameter, decoded.
+pub fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
+    let query = req.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    if let Some(len) = header(session.req_header(), "content-length") {
+        if len.trim().parse::<usize>().map_or(true, |n| n > limit) {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(BodyError::Unreadable),
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` fields; later duplicates lose to the first.
+pub fn form_fields(body: &[u8]) -> HashMap<String, String> {
+    let mut fields = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        fields
+            .entry(k.into_owned())
+            .or_insert_with(|| v.into_owned());
+    }
+    fields
+}
+
+/// Whether a state-changing request comes from our own pages.
+///
+/// Browsers send `Origin` on every cross-site POST (and `Referer` unless told not to); when
+/// either is present its host must be the one the request was sent to. Requests with neither
+/// come from non-browser clients, which cannot be made to carry the user's cookies by a third
+/// party.
+pub fn same_origin(req: &RequestHeader) -> bool {
+    let host = header(req, "host")
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let source = header(req, "origin")
+        .filter(|o| !o.is_empty())
+        .or_else(|| header(req, "referer").filter(|r| !r.is_empty()));
+    match source {
+        None => true,
+        Some("null") => false,
+        Some(url) => url_host(url).is_some_and(|h| h.eq_ignore_ascii_case(host)),
+    }
+}
+
+/// The `host[:port]` part of an absolute http(s) URL.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    (!authority.is_empty() && !authority.contains('@')).then_some(authority)
+}
+
+/// `next` if it is a path on this site, so login can never redirect somewhere else.
+///
+/// Refused: absolute URLs, scheme-relative `//host`, backslash tricks (`/\host`, which browsers
+/// read as `//host`), control characters, and anything not starting with a single `/`.
+pub fn safe_next(next: &str) -> Option<&str> {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.contains('\\')
+        && !next.bytes().any(|b| b.is_ascii_control() || b == b' ')
+        && next.len() <= 2048;
+    // Percent-encoded slashes and backslashes right after the leading '/' are decoded by some
+    // servers and browsers into `//`; refuse them too.
+    let lowered = next.get(1..4).map(str::to_ascii_lowercase);
+    let encoded_trick = matches!(lowered.as_deref(), Some("%2f") | Some("%5c"));
+    (ok && !encoded_trick).then_some(next)
+}
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(peer: Option<IpAddr>, req: &RequestHeader, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect();
+    Some(
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/login", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn next_must_stay_on_site() {
+        for good in ["/", "/reports?x=1", "/a/b#c"] {
+            assert_eq!(safe_next(good), Some(good));
+        }
+        for bad in [
+            "//evil.com",
+            "/\\evil.com",
+            "https://evil.com",
+            "javascript:alert(1)",
+            "\\\\evil",
+            "/%2F/evil.com",
+            "/%5cevil.com",
+            "",
+            "evil",
+            "/a\nb",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn origin_must_match_host() {
+        assert!(same_origin(&req(&[("host", "gw:8080")])));
+        assert!(same_origin(&req(&[
+            ("host", "gw:8080"),
+            ("origin", "http://gw:8080")
+        ])));
+        assert!(!same_origin(&req(&[
+            ("host", "gw:8080"),
+            ("origin", "https://evil.com")
+        ])));
+        assert!(!same_origin(&req(&[
+            ("host", "gw:8080"),
+            ("origin", "null")
+        ])));
+        assert!(same_origin(&req(&[
+            ("host", "gw"),
+            ("referer", "https://gw/login?x")
+        ])));
+        assert!(!same_origin(&req(&[
+            ("host", "gw"),
+            ("referer", "https://gw.evil/")
+        ])));
+        assert!(!same_origin(&req(&[
+            ("host", "gw"),
+            ("referer", "https://evil@gw/")
+        ])));
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_peers() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let r = req(&[("x-forwarded-for", "1.2.3.4, 10.0.0.9")]);
+        let lb: IpAddr = "10.0.0.2".parse().unwrap();
+        let stranger: IpAddr = "5.6.7.8".parse().unwrap();
+        assert_eq!(
+            client_ip(Some(lb), &r, &trusted),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(client_ip(Some(stranger), &r, &trusted), Some(stranger));
+        assert_eq!(client_ip(Some(lb), &req(&[]), &trusted), Some(lb));
+    }
+}

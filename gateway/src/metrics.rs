@@ -1,0 +1,123 @@
+//! Prometheus metrics, served on the admin listener's `/metrics`.
+//!
+//! - `gateway_requests_total{outcome}`: every request on the public listener, by what the
+//!   gateway did with it (see [`Outcome`]).
+//! - `gateway_redis_duration_seconds`: latency of each Redis call, failures included.
+//! - `gateway_redis_errors_total`: Redis calls that failed or hit the deadline.
+//! - `gateway_logins_total{result}`: login attempts by result.
+
+use std::time::Duration;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+/// What the gateway did with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Proxied,
+    Public,
+    Unauthenticated,
+    StoreUnavailable,
+    GatewayPage,
+    BadRequest,
+    UpstreamError,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Proxied => "proxied",
+            Outcome::Public => "public",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::GatewayPage => "gateway_page",
+            Outcome::BadRequest => "bad_request",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// Cheap to clone: the collectors are reference-counted.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    logins: IntCounterVec,
+    redis_duration: Histogram,
+    redis_errors: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("gateway_requests_total", "Requests by what the gateway did"),
+            &["outcome"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let logins = IntCounterVec::new(
+            Opts::new("gateway_logins_total", "Login attempts by result"),
+            &["result"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let redis_duration = Histogram::with_opts(
+            HistogramOpts::new("gateway_redis_duration_seconds", "Redis call latency").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
+                ],
+            ),
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let redis_errors = IntCounter::new(
+            "gateway_redis_errors_total",
+            "Redis calls that failed or timed out",
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(logins.clone()),
+            Box::new(redis_duration.clone()),
+            Box::new(redis_errors.clone()),
+        ] {
+            registry
+                .register(c)
+                .unwrap_or_else(|e| panic!("metric registration: {e}"));
+        }
+        Metrics {
+            registry,
+            requests,
+            logins,
+            redis_duration,
+            redis_errors,
+        }
+    }
+
+    pub fn request(&self, outcome: Outcome) {
+        self.requests.with_label_values(&[outcome.label()]).inc();
+    }
+
+    pub fn login(&self, result: &str) {
+        self.logins.with_label_values(&[result]).inc();
+    }
+
+    pub fn observe_redis(&self, took: Duration, ok: bool) {
+        self.redis_duration.observe(took.as_secs_f64());
+        if !ok {
+            self.redis_errors.inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

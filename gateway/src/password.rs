@@ -1,0 +1,290 @@
+//! Password hashes the gateway can check, in the formats Flask apps already store them:
+//! argon2id (PHC string), bcrypt (`$2a$`, `$2b$`, `$2y$`, as Flask-Bcrypt writes them), and
+//! Werkzeug's `pbkdf2:sha256:N$salt$hex` and `scrypt:n:r:p$salt$hex` (`generate_password_hash`).
+//!
+//! Verifying is deliberately slow CPU work: callers run it on a blocking thread (see
+//! [`crate::credentials`]), never on the proxy's async workers.
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use hmac::Hmac;
+use sha2::{Sha256, Sha512};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordHash {
+    Argon2(String),
+    Bcrypt(String),
+    WerkzeugPbkdf2 {
+        digest: Pbkdf2Digest,
+        iterations: u32,
+        salt: String,
+        hash: Vec<u8>,
+    },
+    WerkzeugScrypt {
+        log_n: u8,
+        r: u32,
+        p: u32,
+        salt: String,
+        hash: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pbkdf2Digest {
+    Sha256,
+    Sha512,
+}
+
+impl PasswordHash {
+    /// Recognises a stored hash; the error says which formats are supported.
+    pub fn parse(text: &str) -> Result<PasswordHash, String> {
+        if text.starts_with("$argon2") {
+            let parsed = argon2::PasswordHash::new(text)
+                .map_err(|e| format!("not a valid argon2 hash: {e}"))?;
+            argon2::Params::try_from(&parsed)
+                .map_err(|e| format!("unsupported argon2 parameters: {e}"))?;
+            return Ok(PasswordHash::Argon2(text.to_string()));
+        }
+        if ["$2a$", "$2b$", "$2y$"].iter().any(|p| text.starts_with(p)) {
+            text.parse::<bcrypt::HashParts>()
+                .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
+            return Ok(PasswordHash::Bcrypt(text.to_string()));
+        }
+        if let Some(rest) = text.strip_prefix("pbkdf2:") {
+            return parse_werkzeug_pbkdf2(rest);
+        }
+        if let Some(rest) = text.strip_prefix("scrypt:") {
+            return parse_werkzeug_scrypt(rest);
+        }
+        Err(
+            "unrecognised hash format: use argon2id ($argon2id$...), bcrypt ($2b$...), \
+             or Werkzeug pbkdf2:sha256:N$salt$hex / scrypt:n:r:p$salt$hex"
+                .to_string(),
+        )
+    }
+
+    /// Whether `password` matches. Malformed input is simply "no".
+    pub fn verify(&self, password: &str) -> bool {
+        match self {
+            PasswordHash::Argon2(phc) => argon2::PasswordHash::new(phc).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            }),
+            PasswordHash::Bcrypt(text) => bcrypt::verify(password, text).unwrap_or(false),
+            PasswordHash::WerkzeugPbkdf2 {
+                digest,
+                iterations,
+                salt,
+                hash,
+            } => {
+                let mut out = vec![0u8; hash.len()];
+                let derived = match digest {
+                    Pbkdf2Digest::Sha256 => pbkdf2::pbkdf2::<Hmac<Sha256>>(
+                        password.as_bytes(),
+                        salt.as_bytes(),
+                        *iterations,
+                        &mut out,
+                    ),
+                    Pbkdf2Digest::Sha512 => pbkdf2::pbkdf2::<Hmac<Sha512>>(
+                        password.as_bytes(),
+                        salt.as_bytes(),
+                        *iterations,
+                        &mut out,
+                    ),
+                };
+                derived.is_ok() && constant_time_eq(&out, hash)
+            }
+            PasswordHash::WerkzeugScrypt {
+                log_n,
+                r,
+                p,
+                salt,
+                hash,
+            } => {
+                let Ok(params) = scrypt::Params::new(*log_n, *r, *p, hash.len()) else {
+                    return false;
+                };
+                let mut out = vec![0u8; hash.len()];
+                scrypt::scrypt(password.as_bytes(), salt.as_bytes(), &params, &mut out).is_ok()
+                    && constant_time_eq(&out, hash)
+            }
+        }
+    }
+
+    /// A hash of a random password with the same algorithm and cost as `self`: checking a
+    /// password against it takes as long as against a real user's hash, so an unknown username
+    /// cannot be told apart by timing.
+    pub fn decoy(&self) -> PasswordHash {
+        let random = random_password();
+        match self {
+            PasswordHash::Argon2(phc) => argon2::PasswordHash::new(phc)
+                .ok()
+                .and_then(|parsed| argon2::Params::try_from(&parsed).ok())
+                .and_then(|params| {
+                    let algorithm = argon2::Algorithm::Argon2id;
+                    let hasher = Argon2::new(algorithm, argon2::Version::V0x13, params);
+                    hash_with(&hasher, &random)
+                })
+                .map_or_else(|| default_decoy(), PasswordHash::Argon2),
+            PasswordHash::Bcrypt(text) => {
+                let cost = text
+                    .parse::<bcrypt::HashParts>()
+                    .map(|p| p.get_cost())
+                    .unwrap_or(bcrypt::DEFAULT_COST);
+                bcrypt::hash(&random, cost).map_or_else(|_| default_decoy(), PasswordHash::Bcrypt)
+            }
+            PasswordHash::WerkzeugPbkdf2 {
+                digest,
+                iterations,
+                hash,
+                ..
+            } => PasswordHash::WerkzeugPbkdf2 {
+                digest: *digest,
+                iterations: *iterations,
+                salt: random_password(),
+                hash: vec![0u8; hash.len()],
+            },
+            PasswordHash::WerkzeugScrypt {
+                log_n, r, p, hash, ..
+            } => PasswordHash::WerkzeugScrypt {
+                log_n: *log_n,
+                r: *r,
+                p: *p,
+                salt: random_password(),
+                hash: vec![0u8; hash.len()],
+            },
+        }
+    }
+}
+
+/// The argon2id PHC string for `password` with the argon2 crate's defaults (19 MiB, t=2, p=1),
+/// the parameters OWASP recommends as a floor.
+pub fn hash_argon2id(password: &str) -> Option<String> {
+    hash_with(&Argon2::default(), password)
+}
+
+fn hash_with(hasher: &Argon2, password: &str) -> Option<String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).ok()?;
+    let salt = SaltString::encode_b64(&salt).ok()?;
+    hasher
+        .hash_password(password.as_bytes(), &salt)
+        .ok()
+        .map(|h| h.to_string())
+}
+
+/// A decoy when no real hash is available to copy the cost from.
+pub fn default_decoy() -> PasswordHash {
+    PasswordHash::Argon2(hash_argon2id(&random_password()).unwrap_or_default())
+}
+
+fn random_password() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn parse_werkzeug_pbkdf2(rest: &str) -> Result<PasswordHash, String> {
+    let bad = || "not a valid Werkzeug pbkdf2 hash (pbkdf2:sha256:ITERATIONS$SALT$HEX)".to_string();
+    let (method, tail) = rest.split_once('$').ok_or_else(bad)?;
+    let (salt, hex_hash) = tail.split_once('$').ok_or_else(bad)?;
+    let mut parts = method.split(':');
+    let digest = match parts.next() {
+        Some("sha256") => Pbkdf2Digest::Sha256,
+        Some("sha512") => Pbkdf2Digest::Sha512,
+        _ => return Err("Werkzeug pbkdf2 hashes must use sha256 or sha512".to_string()),
+    };
+    let iterations = match parts.next() {
+        Some(n) => n.parse::<u32>().map_err(|_| bad())?,
+        // Werkzeug's default when the method string omits it (an old Werkzeug's default).
+        None => 260_000,
+    };
+    let hash = hex::decode(hex_hash).map_err(|_| bad())?;
+    if iterations == 0 || salt.is_empty() || hash.is_empty() || parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(PasswordHash::WerkzeugPbkdf2 {
+        digest,
+        iterations,
+        salt: salt.to_string(),
+        hash,
+    })
+}
+
+fn parse_werkzeug_scrypt(rest: &str) -> Result<PasswordHash, String> {
+    let bad = || "not a valid Werkzeug scrypt hash (scrypt:N:R:P$SALT$HEX)".to_string();
+    let (method, tail) = rest.split_once('$').ok_or_else(bad)?;
+    let (salt, hex_hash) = tail.split_once('$').ok_or_else(bad)?;
+    let numbers: Vec<u64> = method
+        .split(':')
+        .map(|n| n.parse::<u64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [n, r, p] = numbers[..] else {
+        return Err(bad());
+    };
+    if n < 2 || !n.is_power_of_two() {
+        return Err("scrypt N must be a power of two".to_string());
+    }
+    let hash = hex::decode(hex_hash).map_err(|_| bad())?;
+    let log_n = n.trailing_zeros() as u8;
+    let (r, p) = (
+        u32::try_from(r).map_err(|_| bad())?,
+        u32::try_from(p).map_err(|_| bad())?,
+    );
+    scrypt::Params::new(log_n, r, p, hash.len().max(10))
+        .map_err(|e| format!("unsupported scrypt parameters: {e}"))?;
+    if salt.is_empty() || hash.is_empty() {
+        return Err(bad());
+    }
+    Ok(PasswordHash::WerkzeugScrypt {
+        log_n,
+        r,
+        p,
+        salt: salt.to_string(),
+        hash,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_argon2_hashes_verify() {
+        let h = PasswordHash::parse(&hash_argon2id("s3cret").unwrap()).unwrap();
+        assert!(h.verify("s3cret"));
+        assert!(!h.verify("s3cret "));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        for bad in [
+            "",
+            "plain",
+            "$2b$",
+            "pbkdf2:md5:1$a$00",
+            "scrypt:3:8:1$s$00",
+            "$argon2id$x",
+        ] {
+            assert!(PasswordHash::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decoys_cost_the_same_and_match_nothing() {
+        let real = PasswordHash::parse("pbkdf2:sha256:1000$salt$00ff").unwrap();
+        match real.decoy() {
+            PasswordHash::WerkzeugPbkdf2 { iterations, .. } => assert_eq!(iterations, 1000),
+            other => panic!("decoy changed algorithm: {other:?}"),
+        }
+        let bcrypt = PasswordHash::Bcrypt(bcrypt::hash("x", 4).unwrap());
+        let decoy = bcrypt.decoy();
+        assert!(matches!(&decoy, PasswordHash::Bcrypt(t) if t.starts_with("$2b$04$")));
+        assert!(!decoy.verify("x"));
+    }
+}

@@ -1,0 +1,225 @@
+//! The request pipeline, top to bottom. Every request on the public listener goes through
+//! [`Gateway`] in this order:
+//!
+//! 1. `request_filter`: the gateway's own endpoints (login, logout, sessions, health) are
+//!    answered here. Public paths go straight on. Everything else needs a live session: the
+//!    cookie's signature is checked (no Redis for forgeries), then Redis is asked once. No
+//!    session → 302 to login (page navigations) or 401; Redis down → 503 with `Retry-After`.
+//! 2. `upstream_peer`: the next healthy upstream, round robin.
+//! 3. `upstream_request_filter`: client-sent `X-Auth-*` headers are removed (always, public
+//!    paths included), the gateway's identity headers set, its own cookies taken out of
+//!    `Cookie`, and `X-Forwarded-*` set.
+//! 4. Bodies stream both ways untouched.
+//! 5. `fail_to_proxy`: any error becomes a status and a small page, keeping the connection.
+//! 6. `logging`: one metric per request by outcome.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::app::{App, Presented};
+use crate::errors::http_status;
+use crate::http::cookies;
+use crate::http::forward::{set_forwarded, set_identity, strip_identity_headers};
+use crate::http::reply::Reply;
+use crate::http::request::{client_ip, prefers_html, wants_json};
+use crate::metrics::Outcome;
+use crate::pages;
+use crate::routes::{self, route_for};
+use crate::session::LiveSession;
+
+pub struct Gateway {
+    pub app: Arc<App>,
+    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+}
+
+/// What one request has established so far.
+pub struct RequestCtx {
+    peer: Option<IpAddr>,
+    peer_is_trusted: bool,
+    session: Option<LiveSession>,
+    outcome: Outcome,
+}
+
+impl Gateway {
+    fn peer_ip(session: &Session) -> Option<IpAddr> {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            peer: None,
+            peer_is_trusted: false,
+            session: None,
+            outcome: Outcome::Proxied,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let app = &self.app;
+        let trusted = &app.config.server.trusted_proxies;
+        ctx.peer = Self::peer_ip(session);
+        ctx.peer_is_trusted = ctx
+            .peer
+            .is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
+        let origin = app.origin(
+            client_ip(ctx.peer, session.req_header(), trusted),
+            session.req_header(),
+        );
+
+        let path = session.req_header().uri.path().to_string();
+        if let Some(route) = route_for(app, &path) {
+            ctx.outcome = Outcome::GatewayPage;
+            let reply = routes::serve(app, route, session, &origin).await;
+            reply.send(session).await?;
+            return Ok(true);
+        }
+        if app.config.is_public(&path) {
+            ctx.outcome = Outcome::Public;
+            return Ok(false);
+        }
+        let reply = match app.presented_session(session.req_header(), &origin).await {
+            Ok(Presented::Live(live)) => {
+                ctx.session = Some(live);
+                return Ok(false);
+            }
+            Ok(Presented::Nothing) => routes::unauthenticated(app, session.req_header(), false),
+            Ok(Presented::Forged | Presented::Ended) => {
+                routes::unauthenticated(app, session.req_header(), true)
+            }
+            Err(e) => {
+                log::warn!("session check failed: {e}");
+                ctx.outcome = Outcome::StoreUnavailable;
+                routes::store_unavailable(session.req_header())
+            }
+        };
+        if ctx.outcome == Outcome::Proxied {
+            ctx.outcome = Outcome::Unauthenticated;
+        }
+        reply.send(session).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(backend) = self.upstreams.select(b"", 256) else {
+            return Err(http_status(502, "no healthy upstream"));
+        };
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let settings = &self.app.config.upstream;
+        peer.options.connection_timeout = Some(settings.connect_timeout);
+        peer.options.read_timeout = Some(settings.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        strip_identity_headers(upstream);
+        if let Some(live) = &ctx.session {
+            let r = &live.record;
+            set_identity(
+                upstream,
+                &crate::users::Identity {
+                    id: r.user_id.clone(),
+                    username: r.username.clone(),
+                    roles: r.roles.clone(),
+                },
+            )?;
+        }
+        let own = &self.app.own_cookies;
+        let remaining = cookies::without(&upstream.headers, own);
+        upstream.remove_header("cookie");
+        if let Some(rest) = remaining {
+            upstream.insert_header("cookie", rest)?;
+        }
+        set_forwarded(upstream, ctx.peer, ctx.peer_is_trusted)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy
+    where
+        RequestCtx: Send + Sync,
+    {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        ctx.outcome = if code == 400 {
+            Outcome::BadRequest
+        } else {
+            Outcome::UpstreamError
+        };
+        if code > 0 && session.response_written().is_none() {
+            let reply = error_reply(code, session.req_header());
+            if let Err(write_error) = reply.send(session).await {
+                log::debug!("could not send error response: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: code != 400 && code != 0,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.app.metrics.request(ctx.outcome);
+    }
+}
+
+fn error_reply(code: u16, req: &RequestHeader) -> Reply {
+    let (title, message) = match code {
+        502 => (
+            "Service unavailable",
+            "The application is not reachable right now. Please try again shortly.",
+        ),
+        503 => ("Service unavailable", "Please try again shortly."),
+        504 => (
+            "Gateway timeout",
+            "The application took too long to answer.",
+        ),
+        400 => ("Bad request", "The request could not be understood."),
+        _ => ("Error", "Something went wrong."),
+    };
+    if prefers_html(req) && !wants_json(req) {
+        Reply::html(code, pages::error(title, message))
+    } else {
+        Reply::json_error(code, &title.to_lowercase().replace(' ', "_"), message)
+    }
+}

@@ -1,0 +1,142 @@
+//! Endpoints the gateway answers itself instead of proxying: login, logout, the user's session
+//! list, and the load balancer's health check. Plus the shared answers for "not signed in" and
+//! "session store down".
+
+mod login;
+mod logout;
+mod sessions;
+
+pub use sessions::{session_json, sessions_json};
+
+use std::sync::Arc;
+
+use http::Method;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use crate::app::{App, HEALTH_PATH, SESSIONS_PATH};
+use crate::audit::Origin;
+use crate::http::reply::Reply;
+use crate::http::request::{
+    is_page_navigation, path_and_query, prefers_html, wants_json, BodyError,
+};
+use crate::pages;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Login,
+    Logout,
+    Sessions,
+    Health,
+}
+
+/// Which of the gateway's own endpoints `path` is, if any.
+pub fn route_for(app: &App, path: &str) -> Option<Route> {
+    let login = &app.config.login;
+    if path == login.path {
+        Some(Route::Login)
+    } else if path == login.logout_path {
+        Some(Route::Logout)
+    } else if path == SESSIONS_PATH {
+        Some(Route::Sessions)
+    } else if path == HEALTH_PATH {
+        Some(Route::Health)
+    } else {
+        None
+    }
+}
+
+/// Answers a request for one of the gateway's own endpoints.
+pub async fn serve(app: &Arc<App>, route: Route, session: &mut Session, origin: &Origin) -> Reply {
+    let method = session.req_header().method.clone();
+    match (route, method) {
+        (Route::Health, Method::GET | Method::HEAD) => health(app).await,
+        (Route::Login, Method::GET | Method::HEAD) => login::page(app, session.req_header()),
+        (Route::Login, Method::POST) => login::submit(app, session, origin).await,
+        (Route::Logout, Method::GET | Method::HEAD) => logout::confirm(app, session, origin).await,
+        (Route::Logout, Method::POST) => logout::submit(app, session, origin).await,
+        (Route::Sessions, Method::GET | Method::HEAD) => sessions::list(app, session, origin).await,
+        (Route::Sessions, Method::POST) => sessions::end_one(app, session, origin).await,
+        (Route::Health, _) => method_not_allowed("GET, HEAD"),
+        _ => method_not_allowed("GET, HEAD, POST"),
+    }
+}
+
+async fn health(app: &App) -> Reply {
+    if app.is_draining() {
+        return Reply::json(503, &serde_json::json!({"status": "draining"}));
+    }
+    match app.store.redis().ping().await {
+        Ok(()) => Reply::json(200, &serde_json::json!({"status": "ok"})),
+        Err(_) => Reply::json(503, &serde_json::json!({"status": "unavailable"})),
+    }
+}
+
+fn method_not_allowed(allow: &str) -> Reply {
+    Reply::json_error(405, "method_not_allowed", "method not allowed").header("allow", allow)
+}
+
+/// "Sign in first": browsers are sent to the login page and come back afterwards; API clients
+/// get a 401 they can act on. A cookie that failed is cleared so the browser stops sending it.
+pub fn unauthenticated(app: &App, req: &RequestHeader, clear_cookie: bool) -> Reply {
+    let reply = if is_page_navigation(req) {
+        let next: String =
+            form_urlencoded::byte_serialize(path_and_query(req).as_bytes()).collect();
+        Reply::redirect(302, &format!("{}?next={next}", app.config.login.path))
+    } else {
+        Reply::json_error(401, "unauthenticated", "sign in first")
+            .header("www-authenticate", "Cookie realm=\"gateway\"")
+    };
+    if clear_cookie {
+        reply.header(
+            "set-cookie",
+            app.cookies.expired(&app.config.session.cookie_name),
+        )
+    } else {
+        reply
+    }
+}
+
+/// The session store is down: the user may well be signed in, so this is neither a 401 nor a
+/// redirect to login, but a 503 the client can retry.
+pub fn store_unavailable(req: &RequestHeader) -> Reply {
+    let reply = if prefers_html(req) && !wants_json(req) {
+        Reply::html(
+            503,
+            pages::error(
+                "Temporarily unavailable",
+                "Sign-in is briefly unavailable. Please try again in a moment.",
+            ),
+        )
+    } else {
+        Reply::json_error(
+            503,
+            "session_store_unavailable",
+            "sessions cannot be checked right now; retry shortly",
+        )
+    };
+    reply.header("retry-after", "1")
+}
+
+/// A body the gateway could not or would not read.
+pub fn bad_body(error: BodyError) -> Reply {
+    match error {
+        BodyError::TooLarge => Reply::json_error(413, "body_too_large", "request body too large"),
+        BodyError::Unreadable => Reply::json_error(400, "bad_request", "request body unreadable"),
+    }
+}
+
+/// A post from another site, refused.
+pub fn cross_site(req: &RequestHeader) -> Reply {
+    if wants_json(req) || !prefers_html(req) {
+        Reply::json_error(403, "cross_site_request", "cross-site request refused")
+    } else {
+        Reply::html(
+            403,
+            pages::error(
+                "Request refused",
+                "This form was not submitted from this site.",
+            ),
+        )
+    }
+}

@@ -1,0 +1,108 @@
+//! Builds and runs the pingora server from our one config file: pingora's own settings are
+//! derived here, so operators never see pingora's YAML.
+//!
+//! Services: the public proxy, the admin listener, and the upstream health checker. Signals:
+//! SIGTERM drains (health turns 503 at once, listeners stop accepting, in-flight requests get
+//! `[server] grace_period`, then `shutdown_timeout`), SIGINT stops fast, SIGQUIT hands the
+//! listening sockets to a new process started with `--upgrade` (zero-downtime binary upgrade).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::AdminApi;
+use crate::app::App;
+use crate::proxy::Gateway;
+
+/// Runs until a shutdown signal; returns an operator-facing message if start-up fails.
+pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
+    let config = &app.config;
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        work_stealing: true,
+        daemon: false,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    // Two gateways on one host must not share pingora's upgrade socket or pid file.
+    let port = config.server.listen.port();
+    conf.upgrade_sock = format!("/tmp/gateway-{port}-upgrade.sock");
+    conf.pid_file = format!("/tmp/gateway-{port}.pid");
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    server.bootstrap();
+
+    let mut upstreams = LoadBalancer::<RoundRobin>::try_from_iter(config.upstream.servers.iter())
+        .map_err(|e| format!("[upstream] servers: cannot resolve: {e}"))?;
+    let mut check = TcpHealthCheck::new();
+    check.peer_template.options.connection_timeout = Some(config.upstream.connect_timeout);
+    upstreams.set_health_check(check);
+    upstreams.health_check_frequency = Some(config.upstream.health_check_interval);
+    let health_checker = background_service("upstream health checks", upstreams);
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            app: app.clone(),
+            upstreams: health_checker.task(),
+        },
+        "gateway",
+    );
+    proxy.add_tcp(&config.server.listen.to_string());
+
+    let mut admin = Service::new("admin".to_string(), AdminApi { app: app.clone() });
+    admin.add_tcp(&config.server.admin_listen.to_string());
+
+    server.add_service(health_checker);
+    server.add_service(proxy);
+    server.add_service(admin);
+    log::info!(
+        "gateway listening on {} (admin {}), upstreams {:?}",
+        config.server.listen,
+        config.server.admin_listen,
+        config.upstream.servers
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainOnSignal { app }),
+    });
+    Ok(())
+}
+
+/// pingora's signal handling, plus: mark the gateway as draining the moment shutdown starts.
+struct DrainOnSignal {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainOnSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            log::error!("cannot install signal handlers; stop the gateway with SIGKILL");
+            return std::future::pending().await;
+        };
+        let kind = tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        };
+        self.app.draining.store(true, Ordering::Relaxed);
+        log::info!("shutdown requested ({kind:?}); draining");
+        kind
+    }
+}

@@ -1,0 +1,45 @@
+//! Server-side sessions: ids and cookies ([`token`]), what is stored ([`SessionRecord`]), and
+//! the Redis store ([`store`]) with its expiry rules.
+
+pub mod store;
+pub mod token;
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use store::{CreateOutcome, SessionStore};
+pub use token::{Handle, Keys, SessionId};
+
+/// What Redis holds for one session. Nothing in it can be replayed as a cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user_id: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    /// Unix time in milliseconds.
+    pub created_at_ms: u64,
+    pub last_seen_ms: u64,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl SessionRecord {
+    /// When the absolute lifetime ends, however active the session is.
+    pub fn absolute_deadline_ms(&self, absolute: Duration) -> u64 {
+        self.created_at_ms
+            .saturating_add(absolute.as_millis() as u64)
+    }
+}
+
+/// A live session as loaded for a request.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub handle: Handle,
+    pub record: SessionRecord,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

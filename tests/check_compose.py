@@ -1,0 +1,162 @@
+"""Structural checks of docker/compose.yml, for CI machines without a Docker engine.
+
+`docker compose config` would need the engine's CLI; these checks catch the mistakes
+that matter here instead: a missing build file or mount source, a literal secret, an
+app port published past the gateway, Redis without persistence or a password.
+
+Run: pytest tests/check_compose.py   (needs PyYAML; see tests/requirements.txt)
+"""
+import pathlib
+import re
+import shlex
+
+import pytest
+import yaml
+
+DOCKER = pathlib.Path(__file__).resolve().parent.parent / "docker"
+COMPOSE_FILE = DOCKER / "compose.yml"
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN", re.I)
+# A required variable: compose aborts with the message when it is unset or empty.
+REQUIRED_REF = re.compile(r"\$\{[A-Z][A-Z0-9_]*:\?[^}]*\}")
+ANY_REF = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?[-?+][^}]*)?\}")
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose):
+    return compose["services"]
+
+
+def env_of(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # ["KEY=value", ...] form
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def command_of(service):
+    cmd = service.get("command") or []
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def dockerfile_of(service):
+    build = service["build"]
+    if isinstance(build, str):
+        build = {"context": build}
+    context = (DOCKER / build.get("context", ".")).resolve()
+    return context, context / build.get("dockerfile", "Dockerfile")
+
+
+def strings_in(node):
+    """Every string in the parsed file: comments may mention ${VAR} without using it."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from strings_in(k)
+            yield from strings_in(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from strings_in(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def has_healthcheck(service):
+    if "healthcheck" in service:
+        return not service["healthcheck"].get("disable", False)
+    if "build" not in service:
+        return False  # a pulled image's HEALTHCHECK cannot be checked from here
+    return any(line.strip().upper().startswith("HEALTHCHECK")
+               for line in dockerfile_of(service)[1].read_text().splitlines())
+
+
+def test_every_service_has_image_or_build(services):
+    for name, svc in services.items():
+        assert "image" in svc or "build" in svc, f"{name}: needs image: or build:"
+
+
+def test_build_contexts_and_dockerfiles_exist(services):
+    for name, svc in services.items():
+        if "build" in svc:
+            context, dockerfile = dockerfile_of(svc)
+            assert context.is_dir(), f"{name}: build context {context} missing"
+            assert dockerfile.is_file(), f"{name}: Dockerfile {dockerfile} missing"
+
+
+def test_bind_mount_sources_exist(services):
+    for name, svc in services.items():
+        for vol in svc.get("volumes", []):
+            source = vol.split(":", 1)[0] if isinstance(vol, str) else vol.get("source", "")
+            if source.startswith((".", "/")):
+                assert (DOCKER / source).exists(), f"{name}: mount source {source} missing"
+
+
+def test_gateway_has_healthcheck(services):
+    assert has_healthcheck(services["gateway"]), "gateway: no healthcheck in compose or its Dockerfile"
+
+
+def test_service_healthy_dependencies_have_healthchecks(services):
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        for dep, cond in (deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps)):
+            assert dep in services, f"{name}: depends on unknown service {dep}"
+            if (cond or {}).get("condition") == "service_healthy":
+                assert has_healthcheck(services[dep]), f"{name} waits for {dep} to be healthy; it has no healthcheck"
+
+
+def test_no_literal_secrets(services):
+    for name, svc in services.items():
+        build = svc.get("build")
+        args = build.get("args", {}) if isinstance(build, dict) else {}
+        for key, value in {**env_of(svc), **args}.items():
+            if SECRET_KEY.search(key):
+                assert value is not None and REQUIRED_REF.fullmatch(str(value)), (
+                    f"{name}: {key} must be a required reference like ${{{key}:?message}}, got {value!r}")
+        cmd = command_of(svc)
+        for flag, value in zip(cmd, cmd[1:]):
+            if SECRET_KEY.search(flag) or flag == "--requirepass":
+                assert REQUIRED_REF.fullmatch(value), f"{name}: {flag} takes a literal {value!r}"
+
+
+def test_secret_variables_are_all_required(compose):
+    # One ${X} next to another ${X:?...} would let X default to empty in that spot.
+    text = "\n".join(strings_in(compose))
+    for ref in re.finditer(r"\$\{[^}]*\}", text):
+        var = ANY_REF.fullmatch(ref.group()).group(1)
+        if SECRET_KEY.search(var):
+            assert REQUIRED_REF.fullmatch(ref.group()), f"{ref.group()}: secret variable not required with :?"
+
+
+def test_env_example_lists_every_required_variable(compose):
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", "\n".join(strings_in(compose))))
+    example = DOCKER / ".env.example"
+    listed = {line.split("=", 1)[0].strip() for line in example.read_text().splitlines()
+              if "=" in line and not line.lstrip().startswith("#")}
+    assert used <= listed, f"missing from {example.name}: {sorted(used - listed)}"
+    for line in example.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert line.split("=", 1)[1].strip() == "", f"{example.name} must not hold values: {line}"
+
+
+def test_redis_persists_and_requires_password(services):
+    cmd = command_of(services["redis"])
+    assert "--appendonly" in cmd and cmd[cmd.index("--appendonly") + 1] == "yes", "redis: AOF not enabled"
+    assert "--requirepass" in cmd, "redis: no --requirepass"
+    assert any(v.split(":", 1)[1].rstrip("/") == "/data" for v in services["redis"].get("volumes", [])
+               if isinstance(v, str) and ":" in v), "redis: /data is not on a volume; AOF would not survive"
+
+
+def test_app_is_not_published(services):
+    assert "ports" not in services["app"], "app: trusts identity headers, so it must only be reachable via the gateway"
+
+
+def test_gateway_config_mounted(services):
+    targets = [v.split(":")[1] for v in services["gateway"].get("volumes", []) if isinstance(v, str)]
+    assert "/etc/gateway/gateway.toml" in targets
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))
