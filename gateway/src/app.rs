@@ -10,10 +10,12 @@ use pingora::http::RequestHeader;
 use crate::audit::{Audit, AuditEvent, Origin};
 use crate::config::Config;
 use crate::credentials::Authenticator;
+use crate::database::UserDatabase;
 use crate::env::Environment;
 use crate::errors::{ConfigError, StoreError};
 use crate::http::cookies::{self, CookiePolicy};
 use crate::http::request::header;
+use crate::identity::AssertionSigner;
 use crate::metrics::Metrics;
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
@@ -35,6 +37,8 @@ pub struct App {
     pub metrics: Metrics,
     pub audit: Audit,
     pub login_template: String,
+    /// Signs identity assertions for the app, when `[identity]` is configured.
+    pub signer: Option<AssertionSigner>,
     /// The gateway's own cookie names, never passed upstream.
     pub own_cookies: Vec<String>,
     /// Set when shutdown begins, so health checks steer the load balancer away first.
@@ -66,6 +70,13 @@ impl App {
             })?,
             None => DEFAULT_LOGIN_TEMPLATE.to_string(),
         };
+        let database = match &config.login.database {
+            Some(settings) => Some(
+                UserDatabase::new(settings)
+                    .map_err(|e| ConfigError::single("[login.database]", e))?,
+            ),
+            None => None,
+        };
         let metrics = Metrics::new();
         let redis = Arc::new(
             SharedRedis::new(&config.redis, metrics.clone())
@@ -80,11 +91,16 @@ impl App {
                 secure: config.session.cookie_secure,
             },
             store,
-            auth: Authenticator::new(users),
+            auth: Authenticator::new(users, database),
             metrics,
             audit,
             login_template,
             draining: AtomicBool::new(false),
+            signer: config
+                .identity
+                .signing_secret
+                .clone()
+                .map(AssertionSigner::new),
             own_cookies: vec![
                 config.session.cookie_name.clone(),
                 format!("{}_csrf", config.session.cookie_name),

@@ -6,31 +6,55 @@
 //! and disabled users cost exactly what a wrong password costs: an unknown name is checked
 //! against a decoy hash of the same algorithm and cost, and a disabled user's real hash is
 //! checked before the answer is "no".
+//!
+//! Users come from the users file, the app's database, or both (file first).
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::database::UserDatabase;
 use crate::errors::CredentialError;
 use crate::password::{default_decoy, PasswordHash};
-use crate::users::{Identity, UserTable};
+use crate::users::{Identity, User, UserTable};
+
+/// Flask-Bcrypt's default cost: what a WhaleFall-style database holds.
+const DATABASE_DECOY_COST: u32 = 12;
 
 pub struct Authenticator {
     users: UserTable,
+    database: Option<UserDatabase>,
     decoy: PasswordHash,
     permits: Arc<Semaphore>,
 }
 
 impl Authenticator {
-    pub fn new(users: UserTable) -> Authenticator {
-        let decoy = users
-            .typical_hash()
-            .map_or_else(default_decoy, PasswordHash::decoy);
+    pub fn new(users: UserTable, database: Option<UserDatabase>) -> Authenticator {
+        let decoy = if database.is_some() {
+            bcrypt::hash("decoy", DATABASE_DECOY_COST)
+                .map_or_else(|_| default_decoy(), PasswordHash::Bcrypt)
+                .decoy()
+        } else {
+            users
+                .typical_hash()
+                .map_or_else(default_decoy, PasswordHash::decoy)
+        };
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Authenticator {
             users,
+            database,
             decoy,
             permits: Arc::new(Semaphore::new(cpus)),
+        }
+    }
+
+    async fn find(&self, username: &str) -> Result<Option<User>, CredentialError> {
+        if let Some(user) = self.users.find(username) {
+            return Ok(Some(user.clone()));
+        }
+        match &self.database {
+            Some(db) => db.find(username).await,
+            None => Ok(None),
         }
     }
 
@@ -40,7 +64,7 @@ impl Authenticator {
         username: &str,
         password: String,
     ) -> Result<Verdict, CredentialError> {
-        let user = self.users.find(username.trim()).cloned();
+        let user = self.find(username.trim()).await?;
         let hash = user
             .as_ref()
             .map_or_else(|| self.decoy.clone(), |u| u.password_hash.clone());

@@ -32,7 +32,7 @@ use crate::http::request::{client_ip, prefers_html, wants_json};
 use crate::metrics::Outcome;
 use crate::pages;
 use crate::routes::{self, route_for};
-use crate::session::LiveSession;
+use crate::session::{now_ms, LiveSession};
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -137,15 +137,11 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         strip_identity_headers(upstream);
         if let Some(live) = &ctx.session {
-            let r = &live.record;
-            set_identity(
-                upstream,
-                &crate::users::Identity {
-                    id: r.user_id.clone(),
-                    username: r.username.clone(),
-                    roles: r.roles.clone(),
-                },
-            )?;
+            let identity = live.record.identity();
+            set_identity(upstream, &identity)?;
+            if let Some(signer) = &self.app.signer {
+                signer.apply(upstream, &identity, now_ms() / 1000)?;
+            }
         }
         let own = &self.app.own_cookies;
         let remaining = cookies::without(&upstream.headers, own);

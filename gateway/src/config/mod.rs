@@ -33,6 +33,7 @@ pub struct Config {
     pub access: AccessSettings,
     pub admin: AdminSettings,
     pub audit: AuditSettings,
+    pub identity: IdentitySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +89,27 @@ pub struct LoginSettings {
     pub logout_path: String,
     pub users_file: Option<PathBuf>,
     pub template: Option<PathBuf>,
+    pub database: Option<DatabaseSettings>,
+}
+
+/// The app's own user table as a credential source (`[login.database]`).
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// A PostgreSQL URL; a secret, since it usually carries the password.
+    pub url: Secret,
+    /// Must take the username as `$1` and return `id, username, password, role, is_active`.
+    pub query: String,
+    pub pool_size: usize,
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_USER_QUERY: &str =
+    "SELECT id, username, password, role, is_active FROM users WHERE username = $1";
+
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// Key for the `X-Auth-Assertion` header; without it no assertion is sent.
+    pub signing_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +174,7 @@ impl Config {
         let access = read_access(&section("access"));
         let admin = read_admin(&section("admin"), &ctx);
         let audit = read_audit(&section("audit"), &ctx);
+        let identity = read_identity(&section("identity"), &ctx);
         root.finish(SECTIONS);
 
         let config = Config {
@@ -163,6 +186,7 @@ impl Config {
             access,
             admin,
             audit,
+            identity,
         };
         check_paths_do_not_collide(&config, &doc);
         doc.into_result(config)
@@ -178,7 +202,7 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "upstream", "redis", "session", "login", "access", "admin", "audit",
+    "server", "upstream", "redis", "session", "login", "access", "admin", "audit", "identity",
 ];
 
 struct Ctx<'a> {
@@ -480,10 +504,12 @@ fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
                 format!("cannot read `{}`: {e}", path.display()),
             );
         }
-    } else {
+    }
+    let database = s.section("database").map(|db| read_database(&db, ctx));
+    if users_file.is_none() && database.is_none() {
         s.problem(
             "users_file",
-            "is required: where the gateway finds its users",
+            "is required unless [login.database] is set: where the gateway finds its users",
         );
     }
     let template = s.get::<String>("template").map(|p| ctx.resolve(&p));
@@ -497,9 +523,66 @@ fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         logout_path: url_path(s, "logout_path", "/logout"),
         users_file,
         template,
+        database,
     };
-    s.finish(&["path", "logout_path", "users_file", "template"]);
+    s.finish(&["path", "logout_path", "users_file", "template", "database"]);
     settings
+}
+
+fn read_database(s: &Section, ctx: &Ctx) -> DatabaseSettings {
+    let url = ctx.secret(s, "url", true);
+    if let Some(url) = &url {
+        let text = url.expose_str();
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            s.problem("url", "must be a postgres:// or postgresql:// URL");
+        }
+    }
+    let query: String = s.get_or("query", DEFAULT_USER_QUERY.to_string());
+    if !query.contains("$1") {
+        s.problem("query", "must take the username as $1");
+    }
+    let pool_size = match s.get::<i64>("pool_size") {
+        Some(n) if (1..=256).contains(&n) => n as usize,
+        Some(_) => {
+            s.problem("pool_size", "must be between 1 and 256");
+            8
+        }
+        None => 8,
+    };
+    let settings = DatabaseSettings {
+        url: url.unwrap_or_else(|| Secret::new(Vec::new())),
+        query,
+        pool_size,
+        timeout: s.duration("timeout", Duration::from_secs(2)),
+    };
+    s.finish(&[
+        "url",
+        "url_env",
+        "url_file",
+        "query",
+        "pool_size",
+        "timeout",
+    ]);
+    settings
+}
+
+fn read_identity(s: &Section, ctx: &Ctx) -> IdentitySettings {
+    let signing_secret = ctx.secret(s, "signing_secret", false);
+    if signing_secret
+        .as_ref()
+        .is_some_and(|k| k.len() < MIN_SECRET_BYTES)
+    {
+        s.problem(
+            "signing_secret",
+            format!("use at least {MIN_SECRET_BYTES} random bytes"),
+        );
+    }
+    s.finish(&[
+        "signing_secret",
+        "signing_secret_env",
+        "signing_secret_file",
+    ]);
+    IdentitySettings { signing_secret }
 }
 
 fn read_access(s: &Section) -> AccessSettings {

@@ -5,6 +5,8 @@ pub mod store;
 pub mod token;
 
 use serde::{Deserialize, Serialize};
+
+use crate::users::Identity;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use store::{CreateOutcome, SessionStore};
@@ -24,6 +26,14 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    pub fn identity(&self) -> Identity {
+        Identity {
+            id: self.user_id.clone(),
+            username: self.username.clone(),
+            roles: self.roles.clone(),
+        }
+    }
+
     /// When the absolute lifetime ends, however active the session is.
     pub fn absolute_deadline_ms(&self, absolute: Duration) -> u64 {
         self.created_at_ms
