@@ -99,7 +99,7 @@ impl ServeHttp for AdminApi {
                 reply(200, "text/plain; version=0.0.4", app.metrics.render())
             }
             (method, path) if is_session_api(path) => {
-                if let Err(refused) = self.authorize(bearer.as_deref()) {
+                if let Some(refused) = self.refuse_unauthorized(bearer.as_deref()) {
                     return refused;
                 }
                 match self
@@ -123,17 +123,18 @@ fn is_session_api(path: &str) -> bool {
 }
 
 impl AdminApi {
-    /// Constant-time bearer check; the API is off entirely without a configured token.
-    fn authorize(&self, bearer: Option<&str>) -> Result<(), Response<Vec<u8>>> {
+    /// The refusal for a request without the right bearer token, if it lacks it. Constant-time;
+    /// the API is off entirely without a configured token.
+    fn refuse_unauthorized(&self, bearer: Option<&str>) -> Option<Response<Vec<u8>>> {
         let Some(token) = &self.app.config.admin.token else {
-            return Err(error(
+            return Some(error(
                 404,
                 "admin_api_disabled",
                 "set [admin] token_env or token_file to enable the session API",
             ));
         };
         let Some(given) = bearer else {
-            return Err(error(401, "unauthorized", "bearer token required"));
+            return Some(error(401, "unauthorized", "bearer token required"));
         };
         // Comparing MACs of both sides hides the token's length and any early mismatch.
         let digest = |bytes: &[u8]| {
@@ -142,11 +143,8 @@ impl AdminApi {
             m.update(bytes);
             m.finalize().into_bytes()
         };
-        if digest(given.as_bytes()) == digest(token.expose()) {
-            Ok(())
-        } else {
-            Err(error(401, "unauthorized", "wrong bearer token"))
-        }
+        (digest(given.as_bytes()) != digest(token.expose()))
+            .then(|| error(401, "unauthorized", "wrong bearer token"))
     }
 
     async fn sessions_api(

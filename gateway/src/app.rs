@@ -143,7 +143,7 @@ impl App {
             }
             Lookup::Live(session) => {
                 let now = now_ms();
-                if self.store.needs_touch(&session, now) {
+                if self.store.claim_touch(&session, now) {
                     let app = self.clone();
                     let touched = session.clone();
                     tokio::spawn(async move {

@@ -309,8 +309,11 @@ fn audit(action: AuditCommand, env: &dyn Environment) -> ExitCode {
             print_event(entry);
             last_id = entry.id.clone();
         }
-        while follow {
-            // Short blocking reads keep each call inside the store's deadline.
+        // `--follow` polls until the operator interrupts it.
+        if !follow {
+            return Ok::<(), crate::errors::StoreError>(());
+        }
+        loop {
             let reply: Option<redis::streams::StreamReadReply> = redis
                 .query(
                     redis::cmd("XREAD")
@@ -335,7 +338,6 @@ fn audit(action: AuditCommand, env: &dyn Environment) -> ExitCode {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
-        Ok::<(), crate::errors::StoreError>(())
     });
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,

@@ -126,7 +126,7 @@ impl PasswordHash {
                     let hasher = Argon2::new(algorithm, argon2::Version::V0x13, params);
                     hash_with(&hasher, &random)
                 })
-                .map_or_else(|| default_decoy(), PasswordHash::Argon2),
+                .map_or_else(default_decoy, PasswordHash::Argon2),
             PasswordHash::Bcrypt(text) => {
                 let cost = text
                     .parse::<bcrypt::HashParts>()

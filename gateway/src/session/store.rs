@@ -13,7 +13,8 @@
 //! timeout. A request costs one `GET`; sliding the idle timeout costs one `SET ... XX` per touch
 //! interval (`XX`, so a touch can never resurrect a session revoked in the meantime).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Script;
@@ -88,7 +89,13 @@ pub struct SessionStore {
     max_per_user: Option<u32>,
     on_limit: LimitPolicy,
     create_script: Script,
+    /// Sessions this process has touched recently (handle -> when), so a burst of parallel
+    /// requests that all read the same stale last-seen time writes once, not once each.
+    recent_touches: Mutex<HashMap<Handle, u64>>,
 }
+
+/// Past this many remembered touches, forget the ones older than a touch interval.
+const RECENT_TOUCHES_PRUNE_AT: usize = 10_000;
 
 impl SessionStore {
     pub fn new(redis: Arc<SharedRedis>, key_prefix: &str, settings: &SessionSettings) -> Self {
@@ -101,6 +108,7 @@ impl SessionStore {
             max_per_user: settings.max_per_user,
             on_limit: settings.on_limit,
             create_script: Script::new(CREATE_SCRIPT),
+            recent_touches: Mutex::new(HashMap::new()),
         }
     }
 
@@ -190,9 +198,26 @@ impl SessionStore {
         Ok(Lookup::Live(live))
     }
 
-    /// Whether the idle clock is due to be pushed forward for this session.
-    pub fn needs_touch(&self, session: &LiveSession, now: u64) -> bool {
-        now.saturating_sub(session.record.last_seen_ms) >= self.touch_interval.as_millis() as u64
+    /// Whether the idle clock is due to be pushed forward for this session, and if so claims
+    /// the write for the caller: of several requests that find it due at once, one gets `true`.
+    pub fn claim_touch(&self, session: &LiveSession, now: u64) -> bool {
+        let interval = self.touch_interval.as_millis() as u64;
+        if now.saturating_sub(session.record.last_seen_ms) < interval {
+            return false;
+        }
+        let Ok(mut recent) = self.recent_touches.lock() else {
+            return true;
+        };
+        if let Some(at) = recent.get(&session.handle) {
+            if now.saturating_sub(*at) < interval {
+                return false;
+            }
+        }
+        if recent.len() >= RECENT_TOUCHES_PRUNE_AT {
+            recent.retain(|_, at| now.saturating_sub(*at) < interval);
+        }
+        recent.insert(session.handle.clone(), now);
+        true
     }
 
     /// Slides the idle timeout: rewrites last-seen and the TTL, only if the session still exists.
