@@ -135,10 +135,12 @@ impl App {
         };
         match self.store.lookup(&id).await? {
             Lookup::Missing => Ok(Presented::Ended),
-            Lookup::Expired(session) => {
-                self.audit.record(
-                    AuditEvent::new("session_expired", "gateway", origin).session(&session),
-                );
+            Lookup::Expired { handle, session } => {
+                let event = AuditEvent::new("session_expired", "gateway", origin);
+                self.audit.record(match &session {
+                    Some(session) => event.session(session),
+                    None => event.handle(&handle),
+                });
                 Ok(Presented::Ended)
             }
             Lookup::Live(session) => {

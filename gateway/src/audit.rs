@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::config::{AuditSettings, AuditSink};
 use crate::redis_conn::SharedRedis;
-use crate::session::{now_ms, LiveSession};
+use crate::session::{now_ms, Handle, LiveSession};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -68,6 +68,11 @@ impl AuditEvent {
         self.user_id = Some(session.record.user_id.clone());
         self.username = Some(session.record.username.clone());
         self.handle = Some(session.handle.to_string());
+        self
+    }
+
+    pub fn handle(mut self, handle: &Handle) -> AuditEvent {
+        self.handle = Some(handle.to_string());
         self
     }
 

@@ -10,7 +10,7 @@
 //!    paths included), the gateway's identity headers set, its own cookies taken out of
 //!    `Cookie`, and `X-Forwarded-*` set.
 //! 4. Bodies stream both ways untouched.
-//! 5. `fail_to_proxy`: any error becomes a status and a small page, keeping the connection.
+//! 5. `fail_to_proxy`: any error becomes a status and a small page (HTML or JSON).
 //! 6. `logging`: one metric per request by outcome.
 
 use std::net::IpAddr;
@@ -28,7 +28,7 @@ use crate::errors::http_status;
 use crate::http::cookies;
 use crate::http::forward::{set_forwarded, set_identity, strip_identity_headers};
 use crate::http::reply::Reply;
-use crate::http::request::{client_ip, prefers_html, wants_json};
+use crate::http::request::{client_ip, has_dot_segments, prefers_html, wants_json};
 use crate::metrics::Outcome;
 use crate::pages;
 use crate::routes::{self, route_for};
@@ -82,6 +82,13 @@ impl ProxyHttp for Gateway {
         );
 
         let path = session.req_header().uri.path().to_string();
+        if has_dot_segments(&path) {
+            ctx.outcome = Outcome::BadRequest;
+            Reply::json_error(400, "bad_path", "paths with . or .. segments are refused")
+                .send(session)
+                .await?;
+            return Ok(true);
+        }
         if let Some(route) = route_for(app, &path) {
             ctx.outcome = Outcome::GatewayPage;
             let reply = routes::serve(app, route, session, &origin).await;
@@ -135,6 +142,17 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An absolute-form target (`GET http://host/x`) goes upstream as origin-form: the app
+        // routes, and the identity assertion is signed, on the path alone.
+        if upstream.uri.scheme().is_some() || upstream.uri.authority().is_some() {
+            let origin_form = upstream
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .parse::<http::Uri>()
+                .map_err(|_| http_status(400, "bad request target"))?;
+            upstream.set_uri(origin_form);
+        }
         strip_identity_headers(upstream);
         if let Some(live) = &ctx.session {
             let identity = live.record.identity();
@@ -182,6 +200,9 @@ impl ProxyHttp for Gateway {
         } else {
             Outcome::UpstreamError
         };
+        // pingora does not reliably keep a connection once proxying has failed, so say
+        // `Connection: close` rather than promise keep-alive and then close.
+        session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
             let reply = error_reply(code, session.req_header());
             if let Err(write_error) = reply.send(session).await {
@@ -190,7 +211,7 @@ impl ProxyHttp for Gateway {
         }
         FailToProxy {
             error_code: code,
-            can_reuse_downstream: code != 400 && code != 0,
+            can_reuse_downstream: false,
         }
     }
 

@@ -238,17 +238,36 @@ impl<'d, 'i> Section<'d, 'i> {
 }
 
 /// "250ms", "45s", "30m", "8h", "1d", or combinations such as "1h30m". A bare number is refused
-/// because its unit would be a guess.
+/// because its unit would be a guess; so is prose such as "30 minutes", to keep one spelling.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "`{text}` is not a duration: give a unit, e.g. \"250ms\", \"45s\", \"30m\", \"8h\""
-        ));
+    let refuse = || {
+        format!("`{text}` is not a duration: use a number and a unit, e.g. \"250ms\", \"45s\", \"30m\", \"8h\"")
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(refuse());
     }
-    humantime::parse_duration(trimmed).map_err(|_| {
-        format!("`{text}` is not a duration: use e.g. \"250ms\", \"45s\", \"30m\", \"8h\"")
-    })
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let number: u64 = rest[..digits].parse().map_err(|_| refuse())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(refuse()),
+        };
+        rest = &rest[unit_len..];
+        let ms = number.checked_mul(unit_ms).ok_or_else(refuse)?;
+        total = total
+            .checked_add(Duration::from_millis(ms))
+            .ok_or_else(refuse)?;
+    }
+    Ok(total)
 }
 
 /// The known key nearest to a misspelt one, if it is close enough to be a likely typo.
@@ -283,8 +302,18 @@ mod tests {
     fn durations_need_units() {
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("30 minutes please").is_err());
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in [
+            "30",
+            "30 minutes",
+            "m",
+            "-5s",
+            "1.5h",
+            "",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -53,6 +53,23 @@ pub fn path_and_query(req: &RequestHeader) -> &str {
     req.uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
+/// Whether a path contains `.` or `..` segments, literally or percent-encoded (`%2e`), also
+/// behind `\\` or `;` tricks. Browsers resolve these before sending; a request that still has
+/// them is trying to make the gateway's path checks and the app's routing disagree (e.g.
+/// `/static/../admin` looks public to a prefix check).
+pub fn has_dot_segments(path: &str) -> bool {
+    let lowered = path.to_ascii_lowercase();
+    let decoded = lowered
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    decoded.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or("");
+        name == "." || name == ".."
+    })
+}
+
 /// One query parameter, decoded.
 pub fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
     let query = req.uri.query()?;
@@ -205,6 +222,31 @@ mod tests {
             "/a\nb",
         ] {
             assert_eq!(safe_next(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_spotted_in_any_spelling() {
+        for bad in [
+            "/static/../admin",
+            "/static/./x",
+            "/static/%2e%2e/admin",
+            "/static/%2E./admin",
+            "/static/..;/admin",
+            "/static\\..\\admin",
+            "/static%2f..%2fadmin",
+            "/..",
+        ] {
+            assert!(has_dot_segments(bad), "{bad}");
+        }
+        for fine in [
+            "/",
+            "/static/app.css",
+            "/a..b/c",
+            "/.well-known/x",
+            "/v1.2/x",
+        ] {
+            assert!(!has_dot_segments(fine), "{fine}");
         }
     }
 

@@ -225,18 +225,20 @@ async fn start_session(
         }
     };
     app.metrics.login("accepted");
-    let mut success = AuditEvent::new("login_success", "user", origin)
-        .username(&identity.username)
-        .user_id(&identity.id);
-    success.handle = Some(handle.to_string());
-    app.audit.record(success);
-    for old in evicted {
-        let mut event = AuditEvent::new("session_evicted", "gateway", origin)
+    app.audit.record(
+        AuditEvent::new("login_success", "user", origin)
             .username(&identity.username)
             .user_id(&identity.id)
-            .reason("max_per_user");
-        event.handle = Some(old.to_string());
-        app.audit.record(event);
+            .handle(&handle),
+    );
+    for old in evicted {
+        app.audit.record(
+            AuditEvent::new("session_evicted", "gateway", origin)
+                .username(&identity.username)
+                .user_id(&identity.id)
+                .handle(&old)
+                .reason("max_per_user"),
+        );
     }
 
     let cookie = app

@@ -70,14 +70,19 @@ pub enum CreateOutcome {
     LimitReached,
 }
 
-/// Why a presented session is not live.
+/// What Redis knows about a presented session.
 #[derive(Debug, Clone)]
 pub enum Lookup {
     Live(LiveSession),
-    /// Redis has nothing under that handle (never existed, revoked, or expired by TTL).
+    /// Nothing under that handle: revoked, logged out, or never stored.
     Missing,
-    /// The record was there but past its absolute or idle deadline; it has now been deleted.
-    Expired(LiveSession),
+    /// Past its idle or absolute deadline. Either the record was still there (it has now been
+    /// deleted) or Redis already dropped it by TTL while its handle was still indexed; in that
+    /// case only the handle is known.
+    Expired {
+        handle: Handle,
+        session: Option<LiveSession>,
+    },
 }
 
 pub struct SessionStore {
@@ -183,7 +188,7 @@ impl SessionStore {
             .query(redis::cmd("GET").arg(self.session_key(&handle)).clone())
             .await?;
         let Some(record) = raw.and_then(|r| serde_json::from_str::<SessionRecord>(&r).ok()) else {
-            return Ok(Lookup::Missing);
+            return self.missing(handle).await;
         };
         let now = now_ms();
         let live = LiveSession { handle, record };
@@ -193,9 +198,35 @@ impl SessionStore {
             .saturating_add(self.idle.as_millis() as u64);
         if now >= live.record.absolute_deadline_ms(self.absolute) || now >= idle_deadline {
             self.delete(&live).await?;
-            return Ok(Lookup::Expired(live));
+            return Ok(Lookup::Expired {
+                handle: live.handle.clone(),
+                session: Some(live),
+            });
         }
         Ok(Lookup::Live(live))
+    }
+
+    /// A genuine cookie without a record. Revocation removes the handle from the index, expiry
+    /// by TTL does not: so a handle still indexed means the session expired. Removing it here
+    /// reports each expiry once, however often the old cookie comes back.
+    async fn missing(&self, handle: Handle) -> Result<Lookup, StoreError> {
+        let removed: i64 = self
+            .redis
+            .query(
+                redis::cmd("ZREM")
+                    .arg(self.all_index())
+                    .arg(handle.as_str())
+                    .clone(),
+            )
+            .await?;
+        Ok(if removed > 0 {
+            Lookup::Expired {
+                handle,
+                session: None,
+            }
+        } else {
+            Lookup::Missing
+        })
     }
 
     /// Whether the idle clock is due to be pushed forward for this session, and if so claims
