@@ -10,14 +10,15 @@
 //!    paths included), the gateway's identity headers set, its own cookies taken out of
 //!    `Cookie`, and `X-Forwarded-*` set.
 //! 4. Bodies stream both ways untouched.
-//! 5. `fail_to_proxy`: any error becomes a status and a small page (HTML or JSON).
-//! 6. `logging`: one metric per request by outcome.
+//! 5. `response_filter`: while draining (after SIGTERM), responses close their connection.
+//! 6. `fail_to_proxy`: any error becomes a status and a small page (HTML or JSON).
+//! 7. `logging`: one metric per request by outcome.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -71,6 +72,9 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let app = &self.app;
+        if app.is_draining() {
+            session.set_keepalive(None);
+        }
         let trusted = &app.config.server.trusted_proxies;
         ctx.peer = Self::peer_ip(session);
         ctx.peer_is_trusted = ctx
@@ -213,6 +217,20 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // While draining, every response closes its connection, so clients reconnect (through
+        // the load balancer, to another instance) instead of reusing this one.
+        if self.app.is_draining() {
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

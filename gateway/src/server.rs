@@ -2,9 +2,13 @@
 //! derived here, so operators never see pingora's YAML.
 //!
 //! Services: the public proxy, the admin listener, and the upstream health checker. Signals:
-//! SIGTERM drains (health turns 503 at once, listeners stop accepting, in-flight requests get
-//! `[server] grace_period`, then `shutdown_timeout`), SIGINT stops fast, SIGQUIT hands the
-//! listening sockets to a new process started with `--upgrade` (zero-downtime binary upgrade).
+//! - SIGTERM drains: health checks turn 503 and responses stop offering keep-alive at once,
+//!   while requests are still served for `[server] drain_delay` (so the load balancer moves
+//!   away); then the listeners close, in-flight requests get `grace_period`, and whatever is
+//!   left is stopped after `shutdown_timeout`.
+//! - SIGINT stops fast.
+//! - SIGQUIT hands the listening sockets to a new process started with `--upgrade`
+//!   (zero-downtime binary upgrade).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -102,7 +106,12 @@ impl ShutdownSignalWatch for DrainOnSignal {
             _ = int.recv() => ShutdownSignal::FastShutdown,
         };
         self.app.draining.store(true, Ordering::Relaxed);
-        log::info!("shutdown requested ({kind:?}); draining");
+        if matches!(kind, ShutdownSignal::GracefulTerminate) {
+            let delay = self.app.config.server.drain_delay;
+            log::info!("SIGTERM: draining for {delay:?} before closing the listeners");
+            tokio::time::sleep(delay).await;
+        }
+        log::info!("shutting down ({kind:?})");
         kind
     }
 }

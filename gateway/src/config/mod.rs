@@ -42,6 +42,9 @@ pub struct ServerSettings {
     pub admin_listen: SocketAddr,
     pub threads: usize,
     pub trusted_proxies: Vec<IpNet>,
+    /// After SIGTERM, keep serving (health 503, no keep-alive) this long so the load balancer
+    /// moves traffic away before the listener closes.
+    pub drain_delay: Duration,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
 }
@@ -305,6 +308,7 @@ fn read_server(s: &Section) -> ServerSettings {
         admin_listen: socket_addr(s, "admin_listen", "127.0.0.1:9090"),
         threads,
         trusted_proxies,
+        drain_delay: s.duration("drain_delay", Duration::from_secs(5)),
         grace_period: s.duration("grace_period", Duration::from_secs(10)),
         shutdown_timeout: s.duration("shutdown_timeout", Duration::from_secs(5)),
     };
@@ -316,6 +320,7 @@ fn read_server(s: &Section) -> ServerSettings {
         "admin_listen",
         "threads",
         "trusted_proxies",
+        "drain_delay",
         "grace_period",
         "shutdown_timeout",
     ]);
