@@ -12,7 +12,7 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use serde::Deserialize;
 
-use super::{bad_body, cross_site, store_unavailable};
+use super::{bad_body, credentials_unavailable, cross_site, store_unavailable};
 use crate::app::App;
 use crate::audit::{AuditEvent, Origin};
 use crate::credentials::Verdict;
@@ -149,7 +149,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
             Ok(v) => Some(v),
             Err(e) => {
                 log::error!("login unavailable: {e}");
-                return store_unavailable(session.req_header());
+                return credentials_unavailable(session.req_header());
             }
         }
     };

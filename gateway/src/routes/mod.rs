@@ -100,6 +100,24 @@ pub fn unauthenticated(app: &App, req: &RequestHeader, clear_cookie: bool) -> Re
 /// The session store is down: the user may well be signed in, so this is neither a 401 nor a
 /// redirect to login, but a 503 the client can retry.
 pub fn store_unavailable(req: &RequestHeader) -> Reply {
+    temporarily_unavailable(
+        req,
+        "session_store_unavailable",
+        "sessions cannot be checked right now; retry shortly",
+    )
+}
+
+/// The credential source (e.g. the app's database) is down: a login that cannot be checked is
+/// not a wrong password, so this is a 503 the user can retry.
+pub fn credentials_unavailable(req: &RequestHeader) -> Reply {
+    temporarily_unavailable(
+        req,
+        "credentials_unavailable",
+        "users cannot be checked right now; retry shortly",
+    )
+}
+
+fn temporarily_unavailable(req: &RequestHeader, code: &str, message: &str) -> Reply {
     let reply = if prefers_html(req) && !wants_json(req) {
         Reply::html(
             503,
@@ -109,11 +127,7 @@ pub fn store_unavailable(req: &RequestHeader) -> Reply {
             ),
         )
     } else {
-        Reply::json_error(
-            503,
-            "session_store_unavailable",
-            "sessions cannot be checked right now; retry shortly",
-        )
+        Reply::json_error(503, code, message)
     };
     reply.header("retry-after", "1")
 }
