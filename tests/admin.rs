@@ -74,7 +74,7 @@ async fn metrics_count_redis_errors_during_an_outage() {
     let mut s = Stack::start().await;
     let cookie = login_alice(&s.gw).await;
     s.redis.stop();
-    let resp = client_with_timeout(Duration::from_secs(5))
+    let resp = client_with_timeout(Duration::from_secs(10))
         .get(s.gw.url("/x"))
         .header("cookie", session_cookie_header(&cookie))
         .send()
