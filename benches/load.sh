@@ -59,12 +59,11 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     local i pid
-    # stop in reverse start order: gateway, nginx, redis
+    # stop one by one in reverse start order (gateway, nginx, redis), so the
+    # gateway never sees its upstream or Redis vanish while it drains
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         pid="${PIDS[$i]}"
         kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
         for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1

@@ -241,7 +241,10 @@ async fn a_stale_same_name_cookie_beside_the_real_one_is_ignored() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200, "{header}");
-        assert_eq!(echo(resp).await.header("x-auth-user").as_deref(), Some("alice"));
+        assert_eq!(
+            echo(resp).await.header("x-auth-user").as_deref(),
+            Some("alice")
+        );
     }
     assert_treated_as_unauthenticated(
         &s,

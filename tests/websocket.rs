@@ -45,6 +45,8 @@ impl WsUpstream {
                 tokio::spawn(async move {
                     let user = Arc::new(Mutex::new(String::new()));
                     let user2 = user.clone();
+                    // The callback's signature is tungstenite's; its large error type is not ours.
+                    #[allow(clippy::result_large_err)]
                     let callback = move |req: &Request, resp: Response| {
                         let headers: SeenHeaders = req
                             .headers()
@@ -73,17 +75,13 @@ impl WsUpstream {
                         return;
                     }
                     while let Some(Ok(msg)) = ws.next().await {
-                        match msg {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(msg).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Message::Close(_) => {
-                                let _ = ws.close(None).await;
-                                return;
-                            }
-                            _ => {}
+                        if let Message::Close(_) = msg {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
+                        let is_data = matches!(msg, Message::Text(_) | Message::Binary(_));
+                        if is_data && ws.send(msg).await.is_err() {
+                            return;
                         }
                     }
                 });

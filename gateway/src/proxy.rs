@@ -148,7 +148,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // An absolute-form target (`GET http://host/x`) goes upstream as origin-form: the app
         // routes, and the identity assertion is signed, on the path alone.
-        if upstream.uri.scheme().is_some() || upstream.uri.authority().is_some() {
+        if !upstream.raw_path().starts_with(b"/") {
             let origin_form = upstream
                 .uri
                 .path_and_query()
