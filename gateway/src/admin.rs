@@ -75,14 +75,8 @@ impl ServeHttp for AdminApi {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().to_string());
         let by = Origin {
-            ip: http
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default(),
-            user_agent: crate::http::request::header(req, "user-agent")
-                .unwrap_or("admin-api")
-                .to_string(),
+            ip: http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            user_agent: req.headers.get("user-agent").cloned(),
         };
         let app = &self.app;
         match (method, path.as_str()) {

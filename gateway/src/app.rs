@@ -14,7 +14,6 @@ use crate::database::UserDatabase;
 use crate::env::Environment;
 use crate::errors::{ConfigError, StoreError};
 use crate::http::cookies::{self, CookiePolicy};
-use crate::http::request::header;
 use crate::identity::AssertionSigner;
 use crate::metrics::Metrics;
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
@@ -162,8 +161,8 @@ impl App {
     /// The request's origin for the audit trail and the session record.
     pub fn origin(&self, client_ip: Option<IpAddr>, req: &RequestHeader) -> Origin {
         Origin {
-            ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            user_agent: header(req, "user-agent").unwrap_or("").to_string(),
+            ip: client_ip,
+            user_agent: req.headers.get("user-agent").cloned(),
         }
     }
 }

@@ -41,11 +41,26 @@ pub struct AuditEvent {
     pub actor: &'static str,
 }
 
-/// Where the request came from, for the record.
+/// Where a request came from, for the record. Cheap to build on every request: the strings
+/// are only made when an event or a session record needs them.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
-    pub ip: String,
-    pub user_agent: String,
+    /// `None` for the command line.
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<http::HeaderValue>,
+}
+
+impl Origin {
+    pub fn ip_text(&self) -> String {
+        self.ip
+            .map_or_else(|| "local".to_string(), |ip| ip.to_string())
+    }
+
+    /// The user agent as text, cut to a length worth keeping.
+    pub fn user_agent_text(&self) -> String {
+        let raw = self.user_agent.as_ref().map_or(&[][..], |v| v.as_bytes());
+        String::from_utf8_lossy(raw).chars().take(256).collect()
+    }
 }
 
 impl AuditEvent {
@@ -57,8 +72,8 @@ impl AuditEvent {
             user_id: None,
             username: None,
             handle: None,
-            ip: origin.ip.clone(),
-            user_agent: truncate(&origin.user_agent, 256),
+            ip: origin.ip_text(),
+            user_agent: origin.user_agent_text(),
             reason: None,
             actor,
         }

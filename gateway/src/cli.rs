@@ -207,8 +207,12 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
 
 fn operator_origin() -> Origin {
     Origin {
-        ip: "cli".into(),
-        user_agent: format!("gateway-cli/{}", env!("CARGO_PKG_VERSION")),
+        ip: None,
+        user_agent: http::HeaderValue::from_str(&format!(
+            "gateway-cli/{}",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .ok(),
     }
 }
 

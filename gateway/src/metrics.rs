@@ -23,6 +23,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    const ALL: [Outcome; 7] = [
+        Outcome::Proxied,
+        Outcome::Public,
+        Outcome::Unauthenticated,
+        Outcome::StoreUnavailable,
+        Outcome::GatewayPage,
+        Outcome::BadRequest,
+        Outcome::UpstreamError,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Outcome::Proxied => "proxied",
@@ -40,7 +50,8 @@ impl Outcome {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
+    /// One counter per [`Outcome`], resolved once: no label lookup per request.
+    requests: [IntCounter; 7],
     logins: IntCounterVec,
     redis_duration: Histogram,
     redis_errors: IntCounter,
@@ -83,6 +94,7 @@ impl Metrics {
                 .register(c)
                 .unwrap_or_else(|e| panic!("metric registration: {e}"));
         }
+        let requests = Outcome::ALL.map(|o| requests.with_label_values(&[o.label()]));
         Metrics {
             registry,
             requests,
@@ -93,7 +105,7 @@ impl Metrics {
     }
 
     pub fn request(&self, outcome: Outcome) {
-        self.requests.with_label_values(&[outcome.label()]).inc();
+        self.requests[outcome as usize].inc();
     }
 
     pub fn login(&self, result: &str) {
@@ -119,5 +131,31 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_counts_under_its_own_label() {
+        let m = Metrics::new();
+        m.request(Outcome::Proxied);
+        m.request(Outcome::Proxied);
+        m.request(Outcome::UpstreamError);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("gateway_requests_total{outcome=\"proxied\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_requests_total{outcome=\"upstream_error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_requests_total{outcome=\"public\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -191,8 +191,8 @@ async fn start_session(
         roles: identity.roles.clone(),
         created_at_ms: now,
         last_seen_ms: now,
-        ip: origin.ip.clone(),
-        user_agent: origin.user_agent.chars().take(256).collect(),
+        ip: origin.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        user_agent: origin.user_agent_text(),
     };
     let (id, handle, evicted) = match app.store.create(&record).await {
         Ok(CreateOutcome::Created {
