@@ -149,11 +149,14 @@ parse_wrk() {
 }
 
 # run_wrk NAME URL [wrk args...]  -> raw output in $TMP/wrk-NAME.txt
+# (calls BEFORE_MEASURE, if set, between the warm-up and the measured run)
+BEFORE_MEASURE=""
 run_wrk() {
     local name="$1" url="$2"
     shift 2
     log "warm-up $name ($WARMUP): $url"
     wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" "$@" "$url" >"$TMP/wrk-$name-warmup.txt"
+    if [[ -n "$BEFORE_MEASURE" ]]; then "$BEFORE_MEASURE"; fi
     log "measure $name ($DURATION)"
     wrk --latency -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" "$@" "$url" >"$TMP/wrk-$name.txt"
     sed 's/^/    /' "$TMP/wrk-$name.txt" >&2
@@ -330,7 +333,12 @@ AUTH_BODY="$(curl -fsS -H "$COOKIE_HEADER" "http://127.0.0.1:$GW_PORT$BENCH_PATH
 
 # ---------------------------------------------------------------- measure
 run_wrk a "http://127.0.0.1:$U_PORT$BENCH_PATH"
+# count the Redis commands the gateway issues during the measured (b) run
+redis_reset_stats() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config resetstat >/dev/null; }
+BEFORE_MEASURE=redis_reset_stats
 run_wrk b "http://127.0.0.1:$GW_PORT$BENCH_PATH" -H "$COOKIE_HEADER"
+BEFORE_MEASURE=""
+redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info commandstats | tr -d '\r' >"$TMP/redis-commandstats-b.txt"
 run_wrk c "http://127.0.0.1:$N_PORT$BENCH_PATH"
 
 read -r A_RPS A_P50 A_P99 A_BAD A_SOCK A_REQS < <(parse_wrk "$TMP/wrk-a.txt") || die "cannot parse wrk output (a)"
@@ -362,6 +370,11 @@ WRK_VERSION="$(wrk --version 2>&1 | head -n 1 | awk '{print $2}' || true)"
 GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
 if [[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -n 1)" ]]; then GIT_REV="$GIT_REV (dirty tree)"; fi
 
+# e.g. "get 1.00, pexpire 1.00" (commands per measured request; CONFIG/INFO excluded)
+REDIS_PER_REQ="$(awk -F'[_:=,]' -v n="$B_REQS" '
+    /^cmdstat_/ && $2 !~ /^(config|info)/ { out = out sep sprintf("%s %.2f", $2, $4 / n); sep = ", " }
+    END { print (out == "" ? "none" : out) }' "$TMP/redis-commandstats-b.txt")"
+
 sock_note=""
 if ((A_SOCK + B_SOCK + C_SOCK > 0)); then
     sock_note="- wrk socket errors: a=$A_SOCK, b=$B_SOCK, c=$C_SOCK (see raw wrk output)"
@@ -375,7 +388,7 @@ REPORT="$(
 - machine: $CPUS CPUs${CPU_MODEL:+ ($CPU_MODEL)}; wrk, nginx, redis and the gateway all share them, so compare the rows, not the absolute numbers
 - wrk ${WRK_VERSION}: \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\` (after a $WARMUP warm-up), GET $BENCH_PATH, keep-alive, loopback
 - nginx $NGINX_VERSION: worker_processes $NGINX_WORKERS, access_log off, upstream keepalive 64; redis $REDIS_VERSION; gateway threads $GATEWAY_THREADS, RUST_LOG=$GATEWAY_LOG
-- (b) sent a valid session cookie: $B_REQS requests, 0 non-2xx
+- (b) sent a valid session cookie: $B_REQS requests, 0 non-2xx; Redis commands per request: $REDIS_PER_REQ
 
 | path | req/s | p50 | p99 |
 |---|---:|---:|---:|

@@ -233,6 +233,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// A client that hangs up mid-request is routine (browsers cancel, load testers stop), not
+    /// an error worth a log line per occurrence.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         self.app.metrics.request(ctx.outcome);
     }
