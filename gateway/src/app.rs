@@ -20,6 +20,7 @@ use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
 use crate::session::store::Lookup;
 use crate::session::{now_ms, Keys, LiveSession, SessionStore};
+use crate::throttle::LoginThrottle;
 use crate::users::UserTable;
 
 /// Path of the load balancer's health check on the public listener.
@@ -33,6 +34,7 @@ pub struct App {
     pub cookies: CookiePolicy,
     pub store: SessionStore,
     pub auth: Authenticator,
+    pub throttle: LoginThrottle,
     pub metrics: Metrics,
     pub audit: Audit,
     pub login_template: String,
@@ -83,6 +85,11 @@ impl App {
         );
         let audit = Audit::start(&config.audit, redis.clone(), &config.redis.key_prefix)
             .map_err(|e| ConfigError::single("[audit] file", format!("cannot open: {e}")))?;
+        let throttle = LoginThrottle::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            &config.login.throttle,
+        );
         let store = SessionStore::new(redis, &config.redis.key_prefix, &config.session);
         Ok(Arc::new(App {
             keys: Keys::derive(&config.session.secret),
@@ -91,6 +98,7 @@ impl App {
             },
             store,
             auth: Authenticator::new(users, database),
+            throttle,
             metrics,
             audit,
             login_template,

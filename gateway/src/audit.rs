@@ -1,6 +1,6 @@
 //! The audit trail: one JSON line per session event, to a log sink and to a capped Redis stream.
 //!
-//! Events: `login_success`, `login_failure` (with a reason class), `logout`,
+//! Events: `login_success`, `login_failure` (with a reason class, e.g. `too_many_failures`), `logout`,
 //! `logout_everywhere`, `session_ended` (a user ended one of their other sessions),
 //! `admin_revoke`, `session_evicted` (per-user limit), `session_expired`, `cookie_rejected`.
 //! Each carries a timestamp, event id, user, session handle, client IP and user agent, and never

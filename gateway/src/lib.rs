@@ -26,4 +26,5 @@ pub mod redis_conn;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod throttle;
 pub mod users;

@@ -93,6 +93,15 @@ pub struct LoginSettings {
     pub users_file: Option<PathBuf>,
     pub template: Option<PathBuf>,
     pub database: Option<DatabaseSettings>,
+    pub throttle: ThrottleSettings,
+}
+
+/// Failed-login limits; `None` switches a limit off.
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    pub max_failures_per_user: Option<u32>,
+    pub max_failures_per_ip: Option<u32>,
+    pub window: Duration,
 }
 
 /// The app's own user table as a credential source (`[login.database]`).
@@ -523,14 +532,41 @@ fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
             s.problem("template", format!("cannot read `{}`: {e}", path.display()));
         }
     }
+    let limit = |key: &str, default: u32| match s.get::<i64>(key) {
+        Some(0) => None,
+        Some(n) if n > 0 && n <= u32::MAX as i64 => Some(n as u32),
+        Some(_) => {
+            s.problem(key, "must be 0 (off) or more");
+            Some(default)
+        }
+        None => Some(default),
+    };
+    let throttle = ThrottleSettings {
+        max_failures_per_user: limit("max_failures_per_user", 10),
+        max_failures_per_ip: limit("max_failures_per_ip", 50),
+        window: s.duration("failure_window", Duration::from_secs(15 * 60)),
+    };
+    if throttle.window < Duration::from_secs(1) {
+        s.problem("failure_window", "must be at least 1s");
+    }
     let settings = LoginSettings {
         path: url_path(s, "path", "/login"),
         logout_path: url_path(s, "logout_path", "/logout"),
         users_file,
         template,
         database,
+        throttle,
     };
-    s.finish(&["path", "logout_path", "users_file", "template", "database"]);
+    s.finish(&[
+        "path",
+        "logout_path",
+        "users_file",
+        "template",
+        "database",
+        "max_failures_per_user",
+        "max_failures_per_ip",
+        "failure_window",
+    ]);
     settings
 }
 

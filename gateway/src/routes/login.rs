@@ -142,6 +142,31 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
     } = attempt;
     let next = safe_next(&next).unwrap_or("/").to_string();
 
+    match app.throttle.refusal(&username, origin.ip).await {
+        Ok(None) => {}
+        Ok(Some(wait)) => {
+            app.metrics.login("throttled");
+            app.audit.record(
+                AuditEvent::new("login_failure", "user", origin)
+                    .username(&username)
+                    .reason("too_many_failures"),
+            );
+            let minutes = wait.as_secs().div_ceil(60);
+            let message =
+                format!("Too many failed sign-in attempts. Try again in {minutes} minute(s).");
+            let reply = if json {
+                Reply::json_error(429, "too_many_attempts", &message)
+            } else {
+                form(app, 429, &next, &username, Some(&message))
+            };
+            return reply.header("retry-after", wait.as_secs().to_string());
+        }
+        Err(e) => {
+            log::error!("login throttle unavailable: {e}");
+            return store_unavailable(session.req_header());
+        }
+    }
+
     let verdict = if username.is_empty() || password.is_empty() || username.len() > 256 {
         None
     } else {
@@ -161,6 +186,9 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
                 _ => "missing_credentials",
             };
             app.metrics.login("rejected");
+            if let Err(e) = app.throttle.record_failure(&username, origin.ip).await {
+                log::warn!("failed login not counted: {e}");
+            }
             app.audit.record(
                 AuditEvent::new("login_failure", "user", origin)
                     .username(&username)
@@ -225,6 +253,9 @@ async fn start_session(
         }
     };
     app.metrics.login("accepted");
+    if let Err(e) = app.throttle.record_success(&identity.username).await {
+        log::warn!("failed-login counter not cleared: {e}");
+    }
     app.audit.record(
         AuditEvent::new("login_success", "user", origin)
             .username(&identity.username)
