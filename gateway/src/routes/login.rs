@@ -12,15 +12,13 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use serde::Deserialize;
 
-use super::{bad_body, credentials_unavailable, cross_site, store_unavailable};
+use super::{credentials_unavailable, own_post_body, store_unavailable};
 use crate::app::App;
 use crate::audit::{AuditEvent, Origin};
 use crate::credentials::Verdict;
 use crate::http::cookies;
 use crate::http::reply::Reply;
-use crate::http::request::{
-    form_fields, is_form, is_json, query_param, read_body, safe_next, same_origin, MAX_OWN_BODY,
-};
+use crate::http::request::{form_fields, is_form, is_json, query_param, safe_next};
 use crate::pages::{self, LoginPage};
 use crate::session::store::CreateOutcome;
 use crate::session::{now_ms, token, SessionRecord};
@@ -79,12 +77,9 @@ struct Attempt {
 }
 
 pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    if !same_origin(session.req_header()) {
-        return cross_site(session.req_header());
-    }
-    let body = match read_body(session, MAX_OWN_BODY).await {
+    let body = match own_post_body(session).await {
         Ok(body) => body,
-        Err(e) => return bad_body(e),
+        Err(refusal) => return refusal,
     };
     let req = session.req_header();
     let attempt = if is_json(req) {

@@ -5,13 +5,11 @@ use std::sync::Arc;
 
 use pingora::proxy::Session;
 
-use super::{bad_body, cross_site, store_unavailable};
+use super::{cross_site, own_post_body, store_unavailable};
 use crate::app::{App, Presented, SESSIONS_PATH};
 use crate::audit::{AuditEvent, Origin};
 use crate::http::reply::Reply;
-use crate::http::request::{
-    form_fields, is_form, query_param, read_body, same_origin, wants_json, MAX_OWN_BODY,
-};
+use crate::http::request::{form_fields, is_form, query_param, wants_json};
 use crate::pages;
 use crate::session::LiveSession;
 
@@ -38,12 +36,9 @@ pub async fn confirm(app: &Arc<App>, session: &mut Session, origin: &Origin) -> 
 }
 
 pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    if !same_origin(session.req_header()) {
-        return cross_site(session.req_header());
-    }
-    let body = match read_body(session, MAX_OWN_BODY).await {
+    let body = match own_post_body(session).await {
         Ok(body) => body,
-        Err(e) => return bad_body(e),
+        Err(refusal) => return refusal,
     };
     let req = session.req_header();
     let fields = if is_form(req) {

@@ -18,7 +18,8 @@ use crate::app::{App, HEALTH_PATH, SESSIONS_PATH};
 use crate::audit::Origin;
 use crate::http::reply::Reply;
 use crate::http::request::{
-    is_page_navigation, path_and_query, prefers_html, wants_json, BodyError,
+    is_page_navigation, path_and_query, prefers_html, read_body, same_origin, wants_json,
+    BodyError, MAX_OWN_BODY,
 };
 use crate::pages;
 
@@ -132,8 +133,17 @@ fn temporarily_unavailable(req: &RequestHeader, code: &str, message: &str) -> Re
     reply.header("retry-after", "1")
 }
 
+/// The body of a state-changing request the gateway answers itself, once the request is known
+/// to come from this site; otherwise the answer to send instead.
+async fn own_post_body(session: &mut Session) -> Result<bytes::Bytes, Reply> {
+    if !same_origin(session.req_header()) {
+        return Err(cross_site(session.req_header()));
+    }
+    read_body(session, MAX_OWN_BODY).await.map_err(bad_body)
+}
+
 /// A body the gateway could not or would not read.
-pub fn bad_body(error: BodyError) -> Reply {
+fn bad_body(error: BodyError) -> Reply {
     match error {
         BodyError::TooLarge => Reply::json_error(413, "body_too_large", "request body too large"),
         BodyError::Unreadable => Reply::json_error(400, "bad_request", "request body unreadable"),

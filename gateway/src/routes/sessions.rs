@@ -7,11 +7,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use pingora::proxy::Session;
 
 use super::logout::session_token;
-use super::{bad_body, cross_site, store_unavailable, unauthenticated};
+use super::{cross_site, own_post_body, store_unavailable, unauthenticated};
 use crate::app::{App, Presented, SESSIONS_PATH};
 use crate::audit::{AuditEvent, Origin};
 use crate::http::reply::Reply;
-use crate::http::request::{form_fields, read_body, same_origin, wants_json, MAX_OWN_BODY};
+use crate::http::request::{form_fields, wants_json};
 use crate::pages::{self, SessionRow};
 use crate::session::{Handle, LiveSession};
 
@@ -74,12 +74,9 @@ pub async fn list(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Rep
 
 /// Ends one of the user's own sessions (form field `handle`).
 pub async fn end_one(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    if !same_origin(session.req_header()) {
-        return cross_site(session.req_header());
-    }
-    let body = match read_body(session, MAX_OWN_BODY).await {
+    let body = match own_post_body(session).await {
         Ok(body) => body,
-        Err(e) => return bad_body(e),
+        Err(refusal) => return refusal,
     };
     let live = match signed_in(app, session, origin).await {
         Ok(live) => live,

@@ -1,0 +1,487 @@
+//! How each `[section]` of the config file is read and checked: defaults, allowed values, and the
+//! message an operator sees for each mistake.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::reader::{Document, Section};
+use super::*;
+use crate::env::{Environment, Secret};
+
+pub(super) const SECTIONS: &[&str] = &[
+    "server", "upstream", "redis", "session", "login", "access", "admin", "audit", "identity",
+];
+
+pub(super) struct Ctx<'a> {
+    pub(super) env: &'a dyn Environment,
+    pub(super) base_dir: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// A secret given as `<key>`, `<key>_env` or `<key>_file` (exactly one of them).
+    fn secret(&self, s: &Section, key: &str, required: bool) -> Option<Secret> {
+        let env_key = format!("{key}_env");
+        let file_key = format!("{key}_file");
+        let given: Vec<&str> = [key, env_key.as_str(), file_key.as_str()]
+            .into_iter()
+            .filter(|k| s.has(k))
+            .collect();
+        if given.len() > 1 {
+            s.problem(given[1], format!("give only one of {}", given.join(", ")));
+            given.iter().for_each(|k| {
+                let _: Option<toml::Value> = s.get(k);
+            });
+            return None;
+        }
+        if let Some(value) = s.get::<String>(key) {
+            return Some(Secret::new(value));
+        }
+        if let Some(var) = s.get::<String>(&env_key) {
+            return match self.env.var(&var) {
+                Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    s.problem(&env_key, format!("environment variable `{var}` is not set"));
+                    None
+                }
+            };
+        }
+        if let Some(path) = s.get::<String>(&file_key) {
+            let full = self.resolve(&path);
+            return match self.env.read_file(&full) {
+                // A trailing newline from `echo > file` is never part of the secret.
+                Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']))),
+                Err(e) => {
+                    s.problem(&file_key, format!("cannot read `{}`: {e}", full.display()));
+                    None
+                }
+            };
+        }
+        if required && !given.is_empty() {
+            return None;
+        }
+        if required {
+            s.problem(key, format!("is required (or `{env_key}` / `{file_key}`)"));
+        }
+        None
+    }
+}
+
+fn socket_addr(s: &Section, key: &str, default: &str) -> SocketAddr {
+    let fallback = default
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    s.parse_with(key, |v| {
+        v.parse::<SocketAddr>()
+            .map_err(|_| format!("`{v}` is not an address: use IP:PORT, e.g. \"0.0.0.0:8080\""))
+    })
+    .unwrap_or(fallback)
+}
+
+pub(super) fn read_server(s: &Section) -> ServerSettings {
+    let threads = match s.get::<i64>("threads") {
+        Some(n) if (1..=1024).contains(&n) => n as usize,
+        Some(_) => {
+            s.problem("threads", "must be between 1 and 1024");
+            1
+        }
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let trusted_proxies = s
+        .get::<Vec<String>>("trusted_proxies")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|cidr| match parse_cidr(cidr) {
+            Ok(net) => Some(net),
+            Err(message) => {
+                s.problem("trusted_proxies", message);
+                None
+            }
+        })
+        .collect();
+    let settings = ServerSettings {
+        listen: socket_addr(s, "listen", "0.0.0.0:8080"),
+        admin_listen: socket_addr(s, "admin_listen", "127.0.0.1:9090"),
+        threads,
+        trusted_proxies,
+        drain_delay: s.duration("drain_delay", Duration::from_secs(5)),
+        grace_period: s.duration("grace_period", Duration::from_secs(10)),
+        shutdown_timeout: s.duration("shutdown_timeout", Duration::from_secs(5)),
+    };
+    if settings.listen == settings.admin_listen {
+        s.problem("admin_listen", "must differ from `listen`");
+    }
+    s.finish(&[
+        "listen",
+        "admin_listen",
+        "threads",
+        "trusted_proxies",
+        "drain_delay",
+        "grace_period",
+        "shutdown_timeout",
+    ]);
+    settings
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR such as \"10.0.0.0/8\""))
+}
+
+pub(super) fn read_upstream(s: &Section) -> UpstreamSettings {
+    let servers: Vec<String> = match s.required::<Vec<String>>("servers") {
+        Some(list) if list.is_empty() => {
+            s.problem("servers", "needs at least one upstream address");
+            Vec::new()
+        }
+        Some(list) => list
+            .into_iter()
+            .filter(|v| {
+                let ok = v
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !ok {
+                    s.problem(
+                        "servers",
+                        format!("`{v}` is not HOST:PORT, e.g. \"127.0.0.1:5001\" or \"app:5001\""),
+                    );
+                }
+                ok
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let settings = UpstreamSettings {
+        servers,
+        connect_timeout: s.duration("connect_timeout", Duration::from_secs(2)),
+        read_timeout: s.duration("read_timeout", Duration::from_secs(60)),
+        health_check_interval: s.duration("health_check_interval", Duration::from_secs(5)),
+    };
+    s.finish(&[
+        "servers",
+        "connect_timeout",
+        "read_timeout",
+        "health_check_interval",
+    ]);
+    settings
+}
+
+pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
+    let url = s
+        .parse_with("url", |v| {
+            if v.starts_with("redis://") || v.starts_with("rediss://") || v.starts_with("unix://") {
+                Ok(v.to_string())
+            } else {
+                Err("must start with redis://, rediss:// or unix://".to_string())
+            }
+        })
+        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_string());
+    let password = ctx.secret(s, "password", false);
+    let timeout = s.duration("timeout", Duration::from_millis(250));
+    if timeout.is_zero() {
+        s.problem("timeout", "must be more than zero");
+    }
+    let settings = RedisSettings {
+        url,
+        password,
+        key_prefix: s.get_or("key_prefix", "gateway:".to_string()),
+        timeout,
+        connect_timeout: s.duration("connect_timeout", Duration::from_secs(1)),
+    };
+    s.finish(&[
+        "url",
+        "password",
+        "password_env",
+        "password_file",
+        "key_prefix",
+        "timeout",
+        "connect_timeout",
+    ]);
+    settings
+}
+
+pub(super) fn read_session(s: &Section, ctx: &Ctx) -> SessionSettings {
+    let cookie_name: String = s.get_or("cookie_name", "gateway_session".to_string());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        s.problem("cookie_name", "use only letters, digits, '-', '_' and '.'");
+    }
+    let secret = ctx.secret(s, "secret", true);
+    if let Some(secret) = &secret {
+        if secret.len() < MIN_SECRET_BYTES {
+            s.problem(
+                "secret",
+                format!(
+                    "is {} bytes; use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                    secret.len()
+                ),
+            );
+        }
+    }
+    let idle_timeout = s.duration("idle_timeout", Duration::from_secs(30 * 60));
+    let absolute_timeout = s.duration("absolute_timeout", Duration::from_secs(8 * 3600));
+    if idle_timeout < Duration::from_secs(1) {
+        s.problem("idle_timeout", "must be at least 1s");
+    }
+    if absolute_timeout < idle_timeout {
+        s.problem("absolute_timeout", "must not be shorter than idle_timeout");
+    }
+    // A twentieth of the idle timeout: the idle clock is then at most 5% early.
+    let default_touch = (idle_timeout / 20)
+        .max(Duration::from_secs(1))
+        .min(idle_timeout);
+    let touch_interval = s.duration("touch_interval", default_touch);
+    if touch_interval > idle_timeout {
+        s.problem("touch_interval", "must not be longer than idle_timeout");
+    }
+    let max_per_user = match s.get::<i64>("max_per_user") {
+        Some(n) if n >= 1 && n <= u32::MAX as i64 => Some(n as u32),
+        Some(_) => {
+            s.problem(
+                "max_per_user",
+                "must be 1 or more (leave it out for no limit)",
+            );
+            None
+        }
+        None => None,
+    };
+    let on_limit = s
+        .parse_with("on_limit", |v| match v {
+            "evict_oldest" => Ok(LimitPolicy::EvictOldest),
+            "reject" => Ok(LimitPolicy::Reject),
+            _ => Err(format!(
+                "`{v}` is not a policy: use \"evict_oldest\" or \"reject\""
+            )),
+        })
+        .unwrap_or(LimitPolicy::EvictOldest);
+    let settings = SessionSettings {
+        cookie_name,
+        secret: secret.unwrap_or_else(|| Secret::new(Vec::new())),
+        idle_timeout,
+        absolute_timeout,
+        touch_interval,
+        cookie_secure: s.get_or("cookie_secure", true),
+        max_per_user,
+        on_limit,
+    };
+    s.finish(&[
+        "cookie_name",
+        "secret",
+        "secret_env",
+        "secret_file",
+        "idle_timeout",
+        "absolute_timeout",
+        "touch_interval",
+        "cookie_secure",
+        "max_per_user",
+        "on_limit",
+    ]);
+    settings
+}
+
+fn url_path(s: &Section, key: &str, default: &str) -> String {
+    s.parse_with(key, |v| {
+        if v.starts_with('/') && !v.starts_with("//") && !v.contains(['?', '#', ' ']) {
+            Ok(v.to_string())
+        } else {
+            Err(format!(
+                "`{v}` must be a path starting with '/', e.g. \"{default}\""
+            ))
+        }
+    })
+    .unwrap_or_else(|| default.to_string())
+}
+
+pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
+    let users_file = s.get::<String>("users_file").map(|p| ctx.resolve(&p));
+    if let Some(path) = &users_file {
+        if let Err(e) = ctx.env.read_file(path) {
+            s.problem(
+                "users_file",
+                format!("cannot read `{}`: {e}", path.display()),
+            );
+        }
+    }
+    let database = s.section("database").map(|db| read_database(&db, ctx));
+    if users_file.is_none() && database.is_none() {
+        s.problem(
+            "users_file",
+            "is required unless [login.database] is set: where the gateway finds its users",
+        );
+    }
+    let template = s.get::<String>("template").map(|p| ctx.resolve(&p));
+    if let Some(path) = &template {
+        if let Err(e) = ctx.env.read_file(path) {
+            s.problem("template", format!("cannot read `{}`: {e}", path.display()));
+        }
+    }
+    let limit = |key: &str, default: u32| match s.get::<i64>(key) {
+        Some(0) => None,
+        Some(n) if n > 0 && n <= u32::MAX as i64 => Some(n as u32),
+        Some(_) => {
+            s.problem(key, "must be 0 (off) or more");
+            Some(default)
+        }
+        None => Some(default),
+    };
+    let throttle = ThrottleSettings {
+        max_failures_per_user: limit("max_failures_per_user", 10),
+        max_failures_per_ip: limit("max_failures_per_ip", 50),
+        window: s.duration("failure_window", Duration::from_secs(15 * 60)),
+    };
+    if throttle.window < Duration::from_secs(1) {
+        s.problem("failure_window", "must be at least 1s");
+    }
+    let settings = LoginSettings {
+        path: url_path(s, "path", "/login"),
+        logout_path: url_path(s, "logout_path", "/logout"),
+        users_file,
+        template,
+        database,
+        throttle,
+    };
+    s.finish(&[
+        "path",
+        "logout_path",
+        "users_file",
+        "template",
+        "database",
+        "max_failures_per_user",
+        "max_failures_per_ip",
+        "failure_window",
+    ]);
+    settings
+}
+
+pub(super) fn read_database(s: &Section, ctx: &Ctx) -> DatabaseSettings {
+    let url = ctx.secret(s, "url", true);
+    if let Some(url) = &url {
+        let text = url.expose_str();
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            s.problem("url", "must be a postgres:// or postgresql:// URL");
+        }
+    }
+    let query: String = s.get_or("query", DEFAULT_USER_QUERY.to_string());
+    if !query.contains("$1") {
+        s.problem("query", "must take the username as $1");
+    }
+    let pool_size = match s.get::<i64>("pool_size") {
+        Some(n) if (1..=256).contains(&n) => n as usize,
+        Some(_) => {
+            s.problem("pool_size", "must be between 1 and 256");
+            8
+        }
+        None => 8,
+    };
+    let settings = DatabaseSettings {
+        url: url.unwrap_or_else(|| Secret::new(Vec::new())),
+        query,
+        pool_size,
+        timeout: s.duration("timeout", Duration::from_secs(2)),
+    };
+    s.finish(&[
+        "url",
+        "url_env",
+        "url_file",
+        "query",
+        "pool_size",
+        "timeout",
+    ]);
+    settings
+}
+
+pub(super) fn read_identity(s: &Section, ctx: &Ctx) -> IdentitySettings {
+    let signing_secret = ctx.secret(s, "signing_secret", false);
+    if signing_secret
+        .as_ref()
+        .is_some_and(|k| k.len() < MIN_SECRET_BYTES)
+    {
+        s.problem(
+            "signing_secret",
+            format!("use at least {MIN_SECRET_BYTES} random bytes"),
+        );
+    }
+    s.finish(&[
+        "signing_secret",
+        "signing_secret_env",
+        "signing_secret_file",
+    ]);
+    IdentitySettings { signing_secret }
+}
+
+pub(super) fn read_access(s: &Section) -> AccessSettings {
+    let public: Vec<String> = s.get_or("public", Vec::new());
+    for p in &public {
+        if !p.starts_with('/') {
+            s.problem("public", format!("`{p}` must start with '/'"));
+        }
+    }
+    s.finish(&["public"]);
+    AccessSettings { public }
+}
+
+pub(super) fn read_admin(s: &Section, ctx: &Ctx) -> AdminSettings {
+    let token = ctx.secret(s, "token", false);
+    if token.as_ref().is_some_and(|t| t.len() < 16) {
+        s.problem("token", "use at least 16 random characters");
+    }
+    s.finish(&["token", "token_env", "token_file"]);
+    AdminSettings { token }
+}
+
+pub(super) fn read_audit(s: &Section, ctx: &Ctx) -> AuditSettings {
+    let sink = s
+        .parse_with("sink", |v| match v {
+            "stdout" => Ok(AuditSink::Stdout),
+            "off" => Ok(AuditSink::Off),
+            "file" => Ok(AuditSink::File(PathBuf::new())),
+            _ => Err(format!(
+                "`{v}` is not a sink: use \"stdout\", \"file\" or \"off\""
+            )),
+        })
+        .unwrap_or(AuditSink::Stdout);
+    let file = s.get::<String>("file").map(|p| ctx.resolve(&p));
+    let sink = match (sink, file) {
+        (AuditSink::File(_), Some(path)) => AuditSink::File(path),
+        (AuditSink::File(_), None) => {
+            s.problem("file", "is required when sink = \"file\"");
+            AuditSink::Stdout
+        }
+        (other, _) => other,
+    };
+    let stream_max_len = match s.get::<i64>("stream_max_len") {
+        Some(n) if n >= 1 => n as u64,
+        Some(_) => {
+            s.problem("stream_max_len", "must be 1 or more");
+            10_000
+        }
+        None => 10_000,
+    };
+    s.finish(&["sink", "file", "stream_max_len"]);
+    AuditSettings {
+        sink,
+        stream_max_len,
+    }
+}
+
+/// The login and logout endpoints must be distinct, or one would shadow the other.
+pub(super) fn check_paths_do_not_collide(config: &Config, doc: &Document) {
+    if config.login.path == config.login.logout_path {
+        doc.report(None, "[login] logout_path", "must differ from [login] path");
+    }
+}
