@@ -656,13 +656,18 @@ async fn nothing_listening_means_503_until_the_database_appears() {
     assert!(s.session_keys().is_empty());
 
     let _pg = Forwarder::start(port, "127.0.0.1:5432".parse().unwrap()).await;
+    wait_for_admin_login(&s, "login while recovering").await;
+}
+
+/// Polls the admin login until it succeeds; until then every answer must be "unavailable".
+async fn wait_for_admin_login(s: &Stack, what: &str) {
     let deadline = Instant::now() + RECOVERY_TIMEOUT;
     loop {
         let (status, body) = login_status(&s.gw, "admin", ADMIN_PW).await;
         if status == 200 {
-            break;
+            return;
         }
-        assert_login_unavailable(status, &body, "login while recovering");
+        assert_login_unavailable(status, &body, what);
         assert!(
             Instant::now() < deadline,
             "no recovery\nlogs:\n{}",
@@ -681,20 +686,7 @@ async fn missing_database_means_503_until_it_is_created() {
 
     db.create().await;
     db.seed_whalefall().await;
-    let deadline = Instant::now() + RECOVERY_TIMEOUT;
-    loop {
-        let (status, body) = login_status(&s.gw, "admin", ADMIN_PW).await;
-        if status == 200 {
-            break;
-        }
-        assert_login_unavailable(status, &body, "login while recovering");
-        assert!(
-            Instant::now() < deadline,
-            "no recovery\nlogs:\n{}",
-            s.gw.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_admin_login(&s, "login while recovering").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -705,20 +697,7 @@ async fn missing_table_means_503_not_401() {
     let (status, body) = login_status(&s.gw, "admin", ADMIN_PW).await;
     assert_login_unavailable(status, &body, "users table missing");
     db.seed_whalefall().await;
-    let deadline = Instant::now() + RECOVERY_TIMEOUT;
-    loop {
-        let (status, body) = login_status(&s.gw, "admin", ADMIN_PW).await;
-        if status == 200 {
-            break;
-        }
-        assert_login_unavailable(status, &body, "login after the table appeared");
-        assert!(
-            Instant::now() < deadline,
-            "no recovery\nlogs:\n{}",
-            s.gw.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_admin_login(&s, "login after the table appeared").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,16 +18,7 @@ async fn login_alice_with(gw: &Gateway, headers: &[(&str, &str)]) -> String {
         req = req.header(*k, *v);
     }
     let resp = req.send().await.expect("POST /login");
-    let status = resp.status();
-    let cookie = cookie_from(&resp, COOKIE_NAME);
-    let body = resp.text().await.unwrap_or_default();
-    match cookie {
-        Some(c) if status == 200 => c,
-        _ => panic!(
-            "login failed: status {status}, body {body}\nlogs:\n{}",
-            gw.logs()
-        ),
-    }
+    session_cookie_or_panic(resp, gw, "alice").await
 }
 
 /// The `ip` of the current session as listed by `GET /_gateway/sessions` (JSON).

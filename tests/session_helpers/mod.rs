@@ -29,16 +29,7 @@ pub fn with_admin_token(cfg: TestConfig) -> TestConfig {
 /// JSON login with a chosen User-Agent; returns the session cookie or panics.
 pub async fn login_as(gw: &Gateway, user: &str, pass: &str, user_agent: &str) -> String {
     let resp = login_as_response(gw, user, pass, user_agent).await;
-    let status = resp.status();
-    let cookie = cookie_from(&resp, COOKIE_NAME);
-    let body = resp.text().await.unwrap_or_default();
-    match cookie {
-        Some(c) if status == 200 => c,
-        _ => panic!(
-            "login as {user} failed: status {status}, body {body}\nlogs:\n{}",
-            gw.logs()
-        ),
-    }
+    session_cookie_or_panic(resp, gw, user).await
 }
 
 pub async fn login_as_response(

@@ -1168,13 +1168,18 @@ pub async fn login_json(gw: &Gateway, user: &str, pass: &str) -> Option<String> 
 /// Logs alice in and panics with context if that fails.
 pub async fn login_alice(gw: &Gateway) -> String {
     let resp = login_json_response(gw, "alice", "alice-password", None).await;
+    session_cookie_or_panic(resp, gw, "alice").await
+}
+
+/// The session cookie a successful login set; otherwise panics with the answer and the logs.
+pub async fn session_cookie_or_panic(resp: reqwest::Response, gw: &Gateway, who: &str) -> String {
     let status = resp.status();
     let cookie = cookie_from(&resp, COOKIE_NAME);
     let body = resp.text().await.unwrap_or_default();
     match cookie {
         Some(c) if status == 200 => c,
         _ => panic!(
-            "login as alice failed: status {status}, body {body}\nlogs:\n{}",
+            "login as {who} failed: status {status}, body {body}\nlogs:\n{}",
             gw.logs()
         ),
     }
