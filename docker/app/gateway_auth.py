@@ -44,7 +44,7 @@ def verify(secret, max_skew):
     return hmac.compare_digest(hmac.new(secret, msg, hashlib.sha256).hexdigest(), m[2])
 
 
-def init_app(app, login_manager, exempt=("/health", "/static/"), secret=None, max_skew=None):
+def init_app(app, login_manager, exempt=("/health", "/static/", "/favicon.ico"), secret=None, max_skew=None):
     """``exempt`` entries ending in "/" are prefixes, the others exact paths."""
     secret = (secret or os.environ["GATEWAY_IDENTITY_SECRET"]).encode()
     max_skew = int(os.environ.get("GATEWAY_ASSERTION_MAX_SKEW", "60")) if max_skew is None else max_skew
