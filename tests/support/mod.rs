@@ -1385,3 +1385,33 @@ impl Stack {
             .keys(&format!("{}session:*", self.gw.config.key_prefix))
     }
 }
+
+/// Runs a scenario whose outcome depends on wall-clock deadlines of a few seconds (session
+/// expiry, throttle windows: the gateway and Redis measure those on the wall clock, as they must
+/// across instances). If the scenario fails while the machine's wall clock jumped (a paused or
+/// re-synced VM, seen on CI machines), the failure says nothing about the gateway, so the
+/// scenario runs again, up to three times in all; any other failure fails the test at once.
+#[allow(dead_code)]
+pub async fn tolerate_clock_jumps<F, Fut>(scenario: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let (wall, mono) = (std::time::SystemTime::now(), Instant::now());
+        let outcome = tokio::spawn(scenario()).await;
+        let wall_elapsed = wall.elapsed().unwrap_or_default();
+        let jump = wall_elapsed.abs_diff(mono.elapsed());
+        match outcome {
+            Ok(()) => return,
+            Err(e) if e.is_panic() && jump > Duration::from_millis(500) && attempt < ATTEMPTS => {
+                eprintln!(
+                    "wall clock jumped {jump:?} during attempt {attempt}; running the scenario again"
+                );
+            }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("scenario did not finish: {e}"),
+        }
+    }
+}
