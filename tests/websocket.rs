@@ -165,23 +165,94 @@ where
     }
 }
 
+type Tunnel =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a tunnel through the gateway and proves it works both ways: the upstream's greeting
+/// arrives and a probe is echoed back.
+///
+/// pingora 0.9.1 has a race (cloudflare/pingora#946, fix not yet released): when the upstream's
+/// `101` is read before the upgrade request's own empty body, the tunnel is closed right after
+/// the handshake. A fast upstream on loopback under load loses that race now and then; a client
+/// sees a clean close and reconnects. So does this helper, at most twice, saying so. A wrong
+/// greeting or any other error fails the test at once.
+async fn open_tunnel(gw: &Gateway, path: &str, headers: &[(&str, &str)], greeting: &str) -> Tunnel {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let req = ws_request(gw, path, headers);
+        let (mut ws, resp) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("upgrade hung")
+            .unwrap_or_else(|e| panic!("upgrade failed: {e:?}\nlogs:\n{}", gw.logs()));
+        assert_eq!(resp.status(), 101);
+        match probe(&mut ws, greeting).await {
+            Ok(()) => return ws,
+            Err(closed) if attempt < ATTEMPTS => {
+                eprintln!(
+                    "tunnel closed right after the upgrade ({closed}); pingora#946; reconnecting"
+                )
+            }
+            Err(closed) => panic!("the tunnel closed after every upgrade: {closed}"),
+        }
+    }
+    unreachable!()
+}
+
+/// `Err` only when the connection closed under us; anything unexpected panics.
+async fn probe(ws: &mut Tunnel, greeting: &str) -> Result<(), String> {
+    expect_message(ws, Message::text(greeting)).await?;
+    if let Err(e) = ws.send(Message::text("probe")).await {
+        return if is_closed(&e) {
+            Err(e.to_string())
+        } else {
+            panic!("send failed: {e:?}")
+        };
+    }
+    expect_message(ws, Message::text("probe")).await
+}
+
+async fn expect_message(ws: &mut Tunnel, want: Message) -> Result<(), String> {
+    loop {
+        let next = tokio::time::timeout(STEP, ws.next())
+            .await
+            .expect("no WebSocket message within the hang guard");
+        match next {
+            None => return Err("stream ended".to_string()),
+            Some(Err(e)) if is_closed(&e) => return Err(e.to_string()),
+            Some(Err(e)) => panic!("WebSocket error: {e:?}"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(got)) => {
+                assert_eq!(got, want);
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn is_closed(e: &tungstenite::Error) -> bool {
+    matches!(
+        e,
+        tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Io(_)
+            | tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            )
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_with_a_session_relays_messages_both_ways() {
     let s = ws_stack().await;
     let cookie = login_alice(&s.gw).await;
-    let req = ws_request(
+    // The upstream speaks first ("hello alice"), then echoes.
+    let mut ws = open_tunnel(
         &s.gw,
         "/ws/chat?room=1",
         &[("cookie", &session_cookie_header(&cookie))],
-    );
-    let (mut ws, resp) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("upgrade hung")
-        .unwrap_or_else(|e| panic!("upgrade failed: {e:?}\nlogs:\n{}", s.gw.logs()));
-    assert_eq!(resp.status(), 101);
-
-    // Server-initiated frame first.
-    assert_eq!(next_message(&mut ws).await, Message::text("hello alice"));
+        "hello alice",
+    )
+    .await;
 
     // Client-initiated frames are echoed back.
     for i in 0..20 {
@@ -209,8 +280,7 @@ async fn upgrade_with_a_session_relays_messages_both_ways() {
     assert!(end.is_ok(), "close handshake hung");
 
     let upgrades = s.upstream.upgrades();
-    assert_eq!(upgrades.len(), 1, "upstream upgrade requests: {upgrades:?}");
-    let h = &upgrades[0];
+    let h = upgrades.last().expect("the upstream saw the upgrade");
     assert_eq!(header_values(h, "x-auth-user"), vec!["alice".to_string()]);
     assert_eq!(header_values(h, "x-auth-user-id"), vec!["1".to_string()]);
     assert_eq!(
@@ -290,28 +360,20 @@ async fn upgrade_after_logout_is_refused() {
 async fn forged_identity_headers_on_the_upgrade_are_replaced() {
     let s = ws_stack().await;
     let cookie = login_alice(&s.gw).await;
-    let req = ws_request(
-        &s.gw,
-        "/ws/chat",
-        &[
-            ("cookie", &session_cookie_header(&cookie)),
-            ("x-auth-user", "mallory"),
-            ("x-auth-roles", "superadmin"),
-            ("x_auth_user_id", "999"),
-        ],
-    );
-    let (mut ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("upgrade hung")
-        .unwrap_or_else(|e| panic!("upgrade failed: {e:?}"));
-    assert_eq!(next_message(&mut ws).await, Message::text("hello alice"));
+    let cookie_header = session_cookie_header(&cookie);
+    let headers = [
+        ("cookie", cookie_header.as_str()),
+        ("x-auth-user", "mallory"),
+        ("x-auth-roles", "superadmin"),
+        ("x_auth_user_id", "999"),
+    ];
+    let mut ws = open_tunnel(&s.gw, "/ws/chat", &headers, "hello alice").await;
     ws.send(Message::text("ping?")).await.unwrap();
     assert_eq!(next_message(&mut ws).await, Message::text("ping?"));
     let _ = ws.close(None).await;
 
     let upgrades = s.upstream.upgrades();
-    assert_eq!(upgrades.len(), 1);
-    let h = &upgrades[0];
+    let h = upgrades.last().expect("the upstream saw the upgrade");
     assert_eq!(header_values(h, "x-auth-user"), vec!["alice".to_string()]);
     assert_eq!(
         header_values(h, "x-auth-roles"),
@@ -331,22 +393,10 @@ async fn two_concurrent_websockets_for_different_users() {
     let bob = login_json(&s.gw, "bob", "bob-password")
         .await
         .expect("bob logs in");
-    let (mut a, _) = tokio_tungstenite::connect_async(ws_request(
-        &s.gw,
-        "/ws/a",
-        &[("cookie", &session_cookie_header(&alice))],
-    ))
-    .await
-    .expect("alice upgrade");
-    let (mut b, _) = tokio_tungstenite::connect_async(ws_request(
-        &s.gw,
-        "/ws/b",
-        &[("cookie", &session_cookie_header(&bob))],
-    ))
-    .await
-    .expect("bob upgrade");
-    assert_eq!(next_message(&mut a).await, Message::text("hello alice"));
-    assert_eq!(next_message(&mut b).await, Message::text("hello bob"));
+    let alice_cookie = session_cookie_header(&alice);
+    let bob_cookie = session_cookie_header(&bob);
+    let mut a = open_tunnel(&s.gw, "/ws/a", &[("cookie", &alice_cookie)], "hello alice").await;
+    let mut b = open_tunnel(&s.gw, "/ws/b", &[("cookie", &bob_cookie)], "hello bob").await;
     for i in 0..10 {
         a.send(Message::text(format!("a{i}"))).await.unwrap();
         b.send(Message::text(format!("b{i}"))).await.unwrap();
