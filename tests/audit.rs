@@ -477,17 +477,25 @@ async fn sink_off_prints_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_stream_is_capped() {
-    let s = Stack::start_with(|c| c.extra("[audit]\nstream_max_len = 10")).await;
-    // Forged cookies are refused without a Redis lookup, each one audited.
-    let cookie = login(&s.gw, "alice").await;
-    let forged = tamper(&cookie);
+    // Throttled logins are refused without a password check, and each one is audited: a cheap
+    // way to write many events.
+    let s = Stack::start_with(|c| {
+        c.extra("[audit]\nstream_max_len = 10").replace(
+            "users_file = \"users.toml\"",
+            "users_file = \"users.toml\"\nmax_failures_per_user = 1",
+        )
+    })
+    .await;
     for _ in 0..260 {
-        assert_eq!(get_as_agent(&s.gw, &forged).await, 401);
+        let status = login_json_response(&s.gw, "alice", "wrong", None)
+            .await
+            .status();
+        assert!(status == 401 || status == 429, "{status}");
     }
     let stdout_count = poll_until(
-        "260 cookie_rejected lines on stdout",
+        "260 login_failure lines on stdout",
         Duration::from_secs(10),
-        || events_named(&stdout_events(&s.gw), "cookie_rejected").len(),
+        || events_named(&stdout_events(&s.gw), "login_failure").len(),
         |n| *n >= 260,
     )
     .await;
@@ -504,4 +512,26 @@ async fn redis_stream_is_capped() {
         len < 200,
         "stream not trimmed: {len} entries for max_len 10"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_forged_cookies_is_audited_at_a_capped_rate() {
+    // Junk cookies cost an attacker nothing; recording every one would let a flood push the
+    // real events out of the capped stream.
+    let s = Stack::start().await;
+    let cookie = login(&s.gw, "alice").await;
+    let forged = tamper(&cookie);
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        assert_eq!(get_as_agent(&s.gw, &forged).await, 401);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recorded = events_named(&stdout_events(&s.gw), "cookie_rejected").len() as u64;
+    assert!(recorded >= 1, "no cookie_rejected event at all");
+    assert!(
+        recorded <= 20 * (seconds + 1),
+        "{recorded} cookie_rejected events in about {seconds}s"
+    );
+    assert!(recorded < 200);
 }

@@ -135,7 +135,7 @@ impl App {
         // A browser may hold several cookies of the same name (e.g. set for different paths);
         // only the first few are tried, so junk cannot make us do unbounded work.
         let Some(id) = values.iter().take(4).find_map(|v| self.keys.open(v)) else {
-            self.audit.record(
+            self.audit.record_limited(
                 AuditEvent::new("cookie_rejected", "gateway", origin).reason("bad_signature"),
             );
             return Ok(Presented::Forged);

@@ -123,9 +123,15 @@ fn event_id() -> String {
     )
 }
 
+/// Cap for [`Audit::record_limited`].
+pub const LIMITED_PER_SECOND: u64 = 20;
+
 pub struct Audit {
     lines: Option<SyncSender<String>>,
     dropped: Arc<AtomicU64>,
+    /// Second (unix) and count of rate-limited events recorded in it.
+    limited_second: AtomicU64,
+    limited_count: AtomicU64,
     redis: Arc<SharedRedis>,
     stream: String,
     max_len: u64,
@@ -166,6 +172,8 @@ impl Audit {
         Ok(Audit {
             lines,
             dropped: Arc::new(AtomicU64::new(0)),
+            limited_second: AtomicU64::new(0),
+            limited_count: AtomicU64::new(0),
             redis,
             stream: format!("{key_prefix}audit"),
             max_len: settings.stream_max_len,
@@ -189,6 +197,29 @@ impl Audit {
                 }
             });
         }
+    }
+
+    /// Records an event anyone can trigger at will (a junk cookie costs an attacker nothing), at
+    /// most [`LIMITED_PER_SECOND`] a second per instance, so a flood cannot push the real events
+    /// out of the capped Redis stream. What is left out is counted in the log.
+    pub fn record_limited(&self, event: AuditEvent) {
+        if self.admit_limited() {
+            self.record(event);
+        }
+    }
+
+    fn admit_limited(&self) -> bool {
+        let second = now_ms() / 1000;
+        if self.limited_second.swap(second, Ordering::Relaxed) != second {
+            let skipped = self
+                .limited_count
+                .swap(0, Ordering::Relaxed)
+                .saturating_sub(LIMITED_PER_SECOND);
+            if skipped > 0 {
+                log::warn!("{skipped} audit events of a flood were not recorded");
+            }
+        }
+        self.limited_count.fetch_add(1, Ordering::Relaxed) < LIMITED_PER_SECOND
     }
 
     /// Records an event and waits for the Redis copy (for one-shot CLI commands).
@@ -220,5 +251,49 @@ impl Audit {
             .arg("event")
             .arg(line);
         Some(xadd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuditSettings, RedisSettings};
+    use crate::metrics::Metrics;
+    use std::time::Duration;
+
+    fn audit() -> Audit {
+        let redis = RedisSettings {
+            url: "redis://127.0.0.1:1/0".into(),
+            password: None,
+            key_prefix: "t:".into(),
+            timeout: Duration::from_millis(10),
+            connect_timeout: Duration::from_millis(10),
+        };
+        let shared = Arc::new(SharedRedis::new(&redis, Metrics::new()).unwrap());
+        let settings = AuditSettings {
+            sink: AuditSink::Off,
+            stream_max_len: 10,
+        };
+        Audit::start(&settings, shared, "t:").unwrap()
+    }
+
+    #[test]
+    fn a_flood_of_attacker_triggered_events_is_capped() {
+        let audit = audit();
+        let admitted = (0..1000).filter(|_| audit.admit_limited()).count() as u64;
+        // One second boundary may fall inside the loop: at most two seconds' worth.
+        assert!(admitted >= LIMITED_PER_SECOND.min(1000), "{admitted}");
+        assert!(admitted <= 2 * LIMITED_PER_SECOND, "{admitted}");
+    }
+
+    #[test]
+    fn events_carry_no_more_than_a_short_user_agent() {
+        let origin = Origin {
+            ip: None,
+            user_agent: http::HeaderValue::from_str(&"x".repeat(1000)).ok(),
+        };
+        let event = AuditEvent::new("logout", "user", &origin);
+        assert_eq!(event.user_agent.len(), 256);
+        assert_eq!(event.ip, "local");
     }
 }
