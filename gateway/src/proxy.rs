@@ -1,8 +1,9 @@
 //! The request pipeline, top to bottom. Every request on the public listener goes through
 //! [`Gateway`] in this order:
 //!
-//! 1. `request_filter`: the gateway's own endpoints (login, logout, sessions, health) are
-//!    answered here. Public paths go straight on. Everything else needs a live session: the
+//! 1. `request_filter`: paths with dot segments are refused (400), so no path check can be
+//!    fooled by `/static/../admin`. The gateway's own endpoints (login, logout, sessions,
+//!    health) are answered here. Public paths go straight on. Everything else needs a live session: the
 //!    cookie's signature is checked (no Redis for forgeries), then Redis is asked once. No
 //!    session → 302 to login (page navigations) or 401; Redis down → 503 with `Retry-After`.
 //! 2. `upstream_peer`: the next healthy upstream, round robin.
@@ -103,24 +104,28 @@ impl ProxyHttp for Gateway {
             ctx.outcome = Outcome::Public;
             return Ok(false);
         }
-        let reply = match app.presented_session(session.req_header(), &origin).await {
+        let (reply, outcome) = match app.presented_session(session.req_header(), &origin).await {
             Ok(Presented::Live(live)) => {
                 ctx.session = Some(live);
                 return Ok(false);
             }
-            Ok(Presented::Nothing) => routes::unauthenticated(app, session.req_header(), false),
-            Ok(Presented::Forged | Presented::Ended) => {
-                routes::unauthenticated(app, session.req_header(), true)
-            }
+            Ok(Presented::Nothing) => (
+                routes::unauthenticated(app, session.req_header(), false),
+                Outcome::Unauthenticated,
+            ),
+            Ok(Presented::Forged | Presented::Ended) => (
+                routes::unauthenticated(app, session.req_header(), true),
+                Outcome::Unauthenticated,
+            ),
             Err(e) => {
                 log::warn!("session check failed: {e}");
-                ctx.outcome = Outcome::StoreUnavailable;
-                routes::store_unavailable(session.req_header())
+                (
+                    routes::store_unavailable(session.req_header()),
+                    Outcome::StoreUnavailable,
+                )
             }
         };
-        if ctx.outcome == Outcome::Proxied {
-            ctx.outcome = Outcome::Unauthenticated;
-        }
+        ctx.outcome = outcome;
         reply.send(session).await?;
         Ok(true)
     }
