@@ -229,27 +229,32 @@ fn writes(calls: &std::collections::BTreeMap<String, u64>) -> u64 {
         .sum()
 }
 
+/// A logged-in session whose login writes (and audit XADD) have landed, with Redis's command
+/// statistics reset, so what follows counts only the requests a test makes.
+async fn session_with_quiet_stats(idle: &str, touch_interval: &str) -> (Stack, String) {
+    let touch = format!("touch_interval = \"{touch_interval}\"");
+    let idle = idle.to_string();
+    let s = Stack::start_with(move |c| {
+        session_settings(c.idle_timeout(&idle).absolute_timeout("1h"), &touch)
+    })
+    .await;
+    let cookie = alice(&s.gw).await;
+    assert_eq!(status_with(&s.gw, &cookie).await, 200);
+    poll_until(
+        "the login audit event",
+        Duration::from_secs(5),
+        || stream_events(&s.redis, PREFIX).len(),
+        |n| *n >= 1,
+    )
+    .await;
+    reset_stats(&s.redis);
+    (s, cookie)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sliding_costs_at_most_one_write_per_touch_interval() {
     tolerate_clock_jumps(|| async {
-        let s = Stack::start_with(|c| {
-            session_settings(
-                c.idle_timeout("30s").absolute_timeout("1h"),
-                "touch_interval = \"1s\"",
-            )
-        })
-        .await;
-        let cookie = alice(&s.gw).await;
-        // Make sure the login's own writes (and its audit XADD) are done before counting.
-        assert_eq!(status_with(&s.gw, &cookie).await, 200);
-        poll_until(
-            "the login audit event",
-            Duration::from_secs(5),
-            || stream_events(&s.redis, PREFIX).len(),
-            |n| *n >= 1,
-        )
-        .await;
-        reset_stats(&s.redis);
+        let (s, cookie) = session_with_quiet_stats("30s", "1s").await;
 
         let started = Instant::now();
         for i in 0..50 {
@@ -312,23 +317,7 @@ async fn sliding_costs_at_most_one_write_per_touch_interval() {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_within_the_touch_interval_do_not_write() {
     tolerate_clock_jumps(|| async {
-        let s = Stack::start_with(|c| {
-            session_settings(
-                c.idle_timeout("10m").absolute_timeout("1h"),
-                "touch_interval = \"5m\"",
-            )
-        })
-        .await;
-        let cookie = alice(&s.gw).await;
-        assert_eq!(status_with(&s.gw, &cookie).await, 200);
-        poll_until(
-            "the login audit event",
-            Duration::from_secs(5),
-            || stream_events(&s.redis, PREFIX).len(),
-            |n| *n >= 1,
-        )
-        .await;
-        reset_stats(&s.redis);
+        let (s, cookie) = session_with_quiet_stats("10m", "5m").await;
         for _ in 0..20 {
             assert_eq!(status_with(&s.gw, &cookie).await, 200);
         }
