@@ -13,7 +13,7 @@ use crate::audit::Origin;
 use crate::config::{AuditSink, Config};
 use crate::env::{Environment, SystemEnvironment};
 use crate::errors::ConfigError;
-use crate::routes::sessions_json;
+use crate::routes::{sessions_json, timestamp};
 use crate::session::Handle;
 use crate::{operator, password, server, users::UserTable};
 
@@ -235,14 +235,13 @@ fn sessions(action: SessionsCommand, env: &dyn Environment) -> ExitCode {
                     println!("{}", sessions_json(&sessions));
                 } else {
                     for s in &sessions {
-                        let v = crate::routes::session_json(s);
                         println!(
                             "{}  user={} ({})  created={}  last_seen={}  ip={}  ua={:?}",
                             s.handle,
                             s.record.user_id,
                             s.record.username,
-                            v["created_at"].as_str().unwrap_or(""),
-                            v["last_seen"].as_str().unwrap_or(""),
+                            timestamp(s.record.created_at_ms),
+                            timestamp(s.record.last_seen_ms),
                             s.record.ip,
                             s.record.user_agent,
                         );

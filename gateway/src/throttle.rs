@@ -32,18 +32,24 @@ impl LoginThrottle {
         }
     }
 
+    /// The username's counter and its limit, unless that limit is off.
+    fn user_counter(&self, username: &str) -> Option<(String, u32)> {
+        let limit = self.settings.max_failures_per_user?;
+        // Hashed: usernames are user input of any length and alphabet.
+        let name = hex::encode(Sha256::digest(username.trim().to_lowercase().as_bytes()));
+        Some((format!("{}fail:user:{name}", self.prefix), limit))
+    }
+
     /// The counters that apply to an attempt, each with its limit.
     fn counters(&self, username: &str, ip: Option<IpAddr>) -> Vec<(String, u32)> {
-        let mut counters = Vec::with_capacity(2);
-        if let Some(limit) = self.settings.max_failures_per_user {
-            // Hashed: usernames are user input of any length and alphabet.
-            let name = hex::encode(Sha256::digest(username.trim().to_lowercase().as_bytes()));
-            counters.push((format!("{}fail:user:{name}", self.prefix), limit));
-        }
-        if let (Some(limit), Some(ip)) = (self.settings.max_failures_per_ip, ip) {
-            counters.push((format!("{}fail:ip:{ip}", self.prefix), limit));
-        }
-        counters
+        let by_ip = match (self.settings.max_failures_per_ip, ip) {
+            (Some(limit), Some(ip)) => Some((format!("{}fail:ip:{ip}", self.prefix), limit)),
+            _ => None,
+        };
+        self.user_counter(username)
+            .into_iter()
+            .chain(by_ip)
+            .collect()
     }
 
     /// `Some(wait)` if this attempt must be refused without checking the password.
@@ -92,11 +98,7 @@ impl LoginThrottle {
     }
 
     pub async fn record_success(&self, username: &str) -> Result<(), StoreError> {
-        if let Some((key, _)) = self
-            .counters(username, None)
-            .into_iter()
-            .find(|(k, _)| k.contains("fail:user:"))
-        {
+        if let Some((key, _)) = self.user_counter(username) {
             let _: i64 = self.redis.query(redis::cmd("DEL").arg(key).clone()).await?;
         }
         Ok(())

@@ -6,7 +6,7 @@ mod login;
 mod logout;
 mod sessions;
 
-pub use sessions::{session_json, sessions_json};
+pub use sessions::{session_json, sessions_json, timestamp};
 
 use std::sync::Arc;
 

@@ -183,15 +183,10 @@ impl SessionStore {
     /// The session a request presents, checked against both deadlines. One `GET`.
     pub async fn lookup(&self, id: &SessionId) -> Result<Lookup, StoreError> {
         let handle = id.handle();
-        let raw: Option<String> = self
-            .redis
-            .query(redis::cmd("GET").arg(self.session_key(&handle)).clone())
-            .await?;
-        let Some(record) = raw.and_then(|r| serde_json::from_str::<SessionRecord>(&r).ok()) else {
+        let Some(live) = self.get(&handle).await? else {
             return self.missing(handle).await;
         };
         let now = now_ms();
-        let live = LiveSession { handle, record };
         let idle_deadline = live
             .record
             .last_seen_ms
@@ -274,17 +269,9 @@ impl SessionStore {
 
     /// Ends one session everywhere at once.
     pub async fn delete(&self, session: &LiveSession) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.del(self.session_key(&session.handle))
-            .ignore()
-            .zrem(
-                self.user_index(&session.record.user_id),
-                session.handle.as_str(),
-            )
-            .ignore()
-            .zrem(self.all_index(), session.handle.as_str())
-            .ignore();
-        self.redis.pipeline::<()>(pipe).await
+        self.delete_all(std::slice::from_ref(session))
+            .await
+            .map(|_| ())
     }
 
     /// The live session under `handle`, if any.
