@@ -73,7 +73,7 @@ timeout = "200ms"
 connect_timeout = "500ms"
 
 [session]
-cookie_name = "whalefall_session"
+cookie_name = "gateway_session"
 secret = "0123456789abcdef0123456789abcdef"
 idle_timeout = "30m"
 absolute_timeout = "8h"

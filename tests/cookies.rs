@@ -220,9 +220,9 @@ async fn well_formed_but_unsigned_cookie_is_rejected() {
     assert_treated_as_unauthenticated(&s, &session_cookie_header(&value), "64 random bytes").await;
 }
 
-/// Migrating from the Flask app, a browser may still hold the app's own `whalefall_session`
-/// (e.g. one set with a Domain attribute, which our host-only cookie does not replace). That
-/// stale copy must neither lock the user out nor be mistaken for a session.
+/// A browser may hold a stale cookie of the gateway's name beside the real one (e.g. one set
+/// with a Domain attribute or for another path, which our host-only cookie does not replace).
+/// That stale copy must neither lock the user out nor be mistaken for a session.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_same_name_cookie_beside_the_real_one_is_ignored() {
     let s = Stack::start().await;

@@ -14,6 +14,7 @@ use crate::database::UserDatabase;
 use crate::env::Environment;
 use crate::errors::{ConfigError, StoreError};
 use crate::http::cookies::{self, CookiePolicy};
+use crate::i18n::Texts;
 use crate::identity::AssertionSigner;
 use crate::metrics::Metrics;
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
@@ -22,11 +23,6 @@ use crate::session::store::Lookup;
 use crate::session::{now_ms, Keys, LiveSession, SessionStore};
 use crate::throttle::LoginThrottle;
 use crate::users::UserTable;
-
-/// Path of the load balancer's health check on the public listener.
-pub const HEALTH_PATH: &str = "/_gateway/health";
-/// Path of the signed-in user's own session list.
-pub const SESSIONS_PATH: &str = "/_gateway/sessions";
 
 pub struct App {
     pub config: Config,
@@ -40,8 +36,11 @@ pub struct App {
     pub login_template: String,
     /// Signs identity assertions for the app, when `[identity]` is configured.
     pub signer: Option<AssertionSigner>,
-    /// The gateway's own cookie names, never passed upstream.
+    /// The gateway's own cookie names: never passed upstream, and never set by the app.
     pub own_cookies: Vec<String>,
+    /// Every cookie taken out of requests before the app sees them: the gateway's own, then
+    /// the operator's `[upstream] strip_cookies`.
+    pub hidden_cookies: Vec<String>,
     /// Set when shutdown begins, so health checks steer the load balancer away first.
     pub draining: AtomicBool,
 }
@@ -91,6 +90,10 @@ impl App {
             &config.login.throttle,
         );
         let store = SessionStore::new(redis, &config.redis.key_prefix, &config.session);
+        let own_cookies = vec![
+            config.session.cookie_name.clone(),
+            format!("{}_csrf", config.session.cookie_name),
+        ];
         Ok(Arc::new(App {
             keys: Keys::derive(&config.session.secret),
             cookies: CookiePolicy {
@@ -108,12 +111,18 @@ impl App {
                 .signing_secret
                 .clone()
                 .map(AssertionSigner::new),
-            own_cookies: vec![
-                config.session.cookie_name.clone(),
-                format!("{}_csrf", config.session.cookie_name),
-            ],
+            own_cookies: own_cookies.clone(),
+            hidden_cookies: own_cookies
+                .into_iter()
+                .chain(config.upstream.strip_cookies.iter().cloned())
+                .collect(),
             config,
         }))
+    }
+
+    /// The words for the request's language (`[login] language`, or its Accept-Language).
+    pub fn texts(&self, req: &RequestHeader) -> &'static Texts {
+        self.config.login.language.texts(req)
     }
 
     pub fn is_draining(&self) -> bool {

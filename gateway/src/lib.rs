@@ -16,6 +16,7 @@ pub mod database;
 pub mod env;
 pub mod errors;
 pub mod http;
+pub mod i18n;
 pub mod identity;
 pub mod metrics;
 pub mod operator;

@@ -1,9 +1,15 @@
 //! The few HTML pages the gateway serves itself: login, logout confirmation, the user's session
 //! list, and error pages. Plain HTML and inline CSS, no scripts, so they work under a strict CSP.
 //!
+//! Every page is rendered in the request's language ([`Texts`]).
+//!
 //! The login page may be replaced by the operator (`[login] template`): the file is HTML with
 //! the placeholders `{{action}}`, `{{csrf_token}}`, `{{next}}`, `{{username}}` and `{{error}}`,
-//! each substituted already HTML-escaped.
+//! and, for its own words in the visitor's language, `{{lang}}`, `{{title}}`,
+//! `{{username_label}}`, `{{password_label}}` and `{{submit}}`; each is substituted already
+//! HTML-escaped.
+
+use crate::i18n::Texts;
 
 const STYLE: &str =
     "body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;background:#f4f6f8;\
@@ -20,19 +26,19 @@ border-bottom:1px solid #e5e9ee}main.wide{max-width:56rem}p.note{color:#57606a;f
 
 /// The default login page; an operator's template uses the same placeholders.
 pub const DEFAULT_LOGIN_TEMPLATE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Sign in</title><style>{{style}}</style></head>
+<html lang="{{lang}}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{{title}}</title><style>{{style}}</style></head>
 <body><main>
-<h1>Sign in</h1>
+<h1>{{title}}</h1>
 {{error}}
 <form method="post" action="{{action}}">
 <input type="hidden" name="csrf_token" value="{{csrf_token}}">
 <input type="hidden" name="next" value="{{next}}">
-<label for="username">Username</label>
+<label for="username">{{username_label}}</label>
 <input type="text" id="username" name="username" value="{{username}}" autocomplete="username" autofocus required>
-<label for="password">Password</label>
+<label for="password">{{password_label}}</label>
 <input type="password" id="password" name="password" autocomplete="current-password" required>
-<button type="submit">Sign in</button>
+<button type="submit">{{submit}}</button>
 </form>
 </main></body></html>
 "#;
@@ -61,7 +67,7 @@ pub struct LoginPage<'a> {
     pub error: Option<&'a str>,
 }
 
-pub fn login(template: &str, page: &LoginPage) -> String {
+pub fn login(template: &str, texts: &Texts, page: &LoginPage) -> String {
     let error = page
         .error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
@@ -73,35 +79,47 @@ pub fn login(template: &str, page: &LoginPage) -> String {
         .replace("{{next}}", &escape(page.next))
         .replace("{{username}}", &escape(page.username))
         .replace("{{error}}", &error)
+        .replace("{{lang}}", texts.html_lang)
+        .replace("{{title}}", &escape(texts.sign_in))
+        .replace("{{username_label}}", &escape(texts.username))
+        .replace("{{password_label}}", &escape(texts.password))
+        .replace("{{submit}}", &escape(texts.sign_in))
 }
 
-fn shell(title: &str, class: &str, body: &str) -> String {
+fn shell(texts: &Texts, title: &str, class: &str, body: &str) -> String {
     format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title>\
 <style>{STYLE}</style></head><body><main class=\"{class}\">{body}</main></body></html>",
-        escape(title)
+        escape(title),
+        lang = texts.html_lang,
     )
 }
 
 /// Sign-out confirmation: `GET /logout` must not log anyone out (link prefetchers follow GETs).
 pub fn logout_confirm(
+    texts: &Texts,
     action: &str,
     csrf_token: &str,
     username: &str,
     sessions_path: &str,
 ) -> String {
     shell(
-        "Sign out",
+        texts,
+        texts.sign_out,
         "",
         &format!(
-            "<h1>Sign out</h1><p>Signed in as <strong>{user}</strong>.</p>\
+            "<h1>{sign_out}</h1><p>{signed_in_as} <strong>{user}</strong></p>\
 <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">\
-<button type=\"submit\">Sign out</button></form>\
+<button type=\"submit\">{sign_out}</button></form>\
 <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">\
 <input type=\"hidden\" name=\"scope\" value=\"all\">\
-<button type=\"submit\" class=\"secondary\">Sign out everywhere</button></form>\
-<p class=\"note\"><a href=\"{sessions}\">See your active sessions</a></p>",
+<button type=\"submit\" class=\"secondary\">{everywhere}</button></form>\
+<p class=\"note\"><a href=\"{sessions}\">{see_sessions}</a></p>",
+            sign_out = escape(texts.sign_out),
+            signed_in_as = escape(texts.signed_in_as),
+            everywhere = escape(texts.sign_out_everywhere),
+            see_sessions = escape(texts.see_sessions),
             user = escape(username),
             action = escape(action),
             token = escape(csrf_token),
@@ -120,20 +138,31 @@ pub struct SessionRow {
     pub current: bool,
 }
 
-pub fn sessions(action: &str, logout: &str, csrf_token: &str, rows: &[SessionRow]) -> String {
-    let mut table = String::from(
-        "<table><thead><tr><th>Signed in</th><th>Last seen</th><th>IP</th><th>Browser</th><th></th></tr></thead><tbody>",
+pub fn sessions(
+    texts: &Texts,
+    action: &str,
+    logout: &str,
+    csrf_token: &str,
+    rows: &[SessionRow],
+) -> String {
+    let mut table = format!(
+        "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></thead><tbody>",
+        escape(texts.column_signed_in),
+        escape(texts.column_last_seen),
+        escape(texts.column_ip),
+        escape(texts.column_browser),
     );
     for row in rows {
         let end = if row.current {
-            "<em>this browser</em>".to_string()
+            format!("<em>{}</em>", escape(texts.this_browser))
         } else {
             format!(
                 "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
-<input type=\"hidden\" name=\"handle\" value=\"{}\"><button type=\"submit\" class=\"secondary\">End</button></form>",
+<input type=\"hidden\" name=\"handle\" value=\"{}\"><button type=\"submit\" class=\"secondary\">{}</button></form>",
                 escape(action),
                 escape(csrf_token),
-                escape(&row.handle)
+                escape(&row.handle),
+                escape(texts.end),
             )
         };
         table.push_str(&format!(
@@ -146,12 +175,15 @@ pub fn sessions(action: &str, logout: &str, csrf_token: &str, rows: &[SessionRow
     }
     table.push_str("</tbody></table>");
     shell(
-        "Your sessions",
+        texts,
+        texts.your_sessions,
         "wide",
         &format!(
-            "<h1>Your active sessions</h1>{table}\
+            "<h1>{heading}</h1>{table}\
 <form method=\"post\" action=\"{logout}\"><input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">\
-<input type=\"hidden\" name=\"scope\" value=\"all\"><button type=\"submit\">Sign out everywhere</button></form>",
+<input type=\"hidden\" name=\"scope\" value=\"all\"><button type=\"submit\">{everywhere}</button></form>",
+            heading = escape(texts.your_active_sessions),
+            everywhere = escape(texts.sign_out_everywhere),
             logout = escape(logout),
             token = escape(csrf_token),
         ),
@@ -159,8 +191,9 @@ pub fn sessions(action: &str, logout: &str, csrf_token: &str, rows: &[SessionRow
 }
 
 /// A short page for errors a person may see (503, 502, 403).
-pub fn error(title: &str, message: &str) -> String {
+pub fn error(texts: &Texts, title: &str, message: &str) -> String {
     shell(
+        texts,
         title,
         "",
         &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(message)),
@@ -175,6 +208,7 @@ mod tests {
     fn user_text_is_escaped() {
         let html = login(
             DEFAULT_LOGIN_TEMPLATE,
+            &crate::i18n::EN,
             &LoginPage {
                 action: "/login",
                 csrf_token: "t",
@@ -187,5 +221,32 @@ mod tests {
         assert!(html.contains("&lt;b&gt;"));
         assert!(html.contains("Invalid username or password."));
         assert!(html.contains("name=\"csrf_token\" value=\"t\""));
+    }
+
+    #[test]
+    fn pages_speak_the_chosen_language() {
+        let zh = &crate::i18n::ZH_CN;
+        let page = LoginPage {
+            action: "/auth/login",
+            csrf_token: "t",
+            next: "",
+            username: "",
+            error: Some(zh.invalid_credentials),
+        };
+        let html = login(DEFAULT_LOGIN_TEMPLATE, zh, &page);
+        for text in [
+            "lang=\"zh-CN\"",
+            "<title>登录</title>",
+            ">用户名<",
+            ">密码<",
+            "用户名或密码错误",
+        ] {
+            assert!(html.contains(text), "{text} in {html}");
+        }
+        assert!(!html.contains("{{"), "unfilled placeholder in {html}");
+        let html = logout_confirm(zh, "/logout", "t", "alice", "/s");
+        assert!(html.contains("退出所有设备") && html.contains("lang=\"zh-CN\""));
+        let html = error(&crate::i18n::EN, "Bad request", "x");
+        assert!(html.contains("lang=\"en\""));
     }
 }

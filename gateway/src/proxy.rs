@@ -6,12 +6,18 @@
 //!    health) are answered here. Public paths go straight on. Everything else needs a live session: the
 //!    cookie's signature is checked (no Redis for forgeries), then Redis is asked once. No
 //!    session → 302 to login (page navigations) or 401; Redis down → 503 with `Retry-After`.
+//!    CORS preflights go on like public paths: browsers never send credentials with them.
+//!    A same-origin POST to one of the app's own logout paths ends the gateway session here,
+//!    then goes on to the app so it can clear its own state.
 //! 2. `upstream_peer`: the next healthy upstream, round robin.
 //! 3. `upstream_request_filter`: client-sent `X-Auth-*` headers are removed (always, public
-//!    paths included), the gateway's identity headers set, its own cookies taken out of
-//!    `Cookie`, and `X-Forwarded-*` set.
+//!    paths included), the gateway's identity headers set, its own cookies and the legacy
+//!    ones (`[upstream] strip_cookies`) taken out of `Cookie`, and `X-Forwarded-*` set.
 //! 4. Bodies stream both ways untouched.
-//! 5. `response_filter`: while draining (after SIGTERM), responses close their connection.
+//! 5. `response_filter`: the app may not set the gateway's cookies (an app whose session
+//!    cookie shared the name would sign the user out); legacy cookies the browser sent are
+//!    cleared; an app logout also expires the gateway's cookie. While draining (after
+//!    SIGTERM), responses close their connection.
 //! 6. `fail_to_proxy`: any error becomes a status and a small page (HTML or JSON).
 //! 7. `logging`: one metric per request by outcome.
 
@@ -26,11 +32,14 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::{App, Presented};
+use crate::audit::AuditEvent;
 use crate::errors::http_status;
 use crate::http::cookies;
 use crate::http::forward::{set_forwarded, set_identity, strip_identity_headers};
 use crate::http::reply::Reply;
-use crate::http::request::{client_ip, has_dot_segments, prefers_html, wants_json};
+use crate::http::request::{
+    client_ip, has_dot_segments, is_cors_preflight, prefers_html, same_origin, wants_json,
+};
 use crate::metrics::Outcome;
 use crate::pages;
 use crate::routes::{self, route_for};
@@ -46,6 +55,10 @@ pub struct RequestCtx {
     peer: Option<IpAddr>,
     peer_is_trusted: bool,
     session: Option<LiveSession>,
+    /// Which of `App::hidden_cookies` the request carried (bit i = name i).
+    hidden_cookies_sent: u64,
+    /// The app's logout ended the gateway session: expire its cookie in the app's answer.
+    ended_by_app_logout: bool,
     outcome: Outcome,
 }
 
@@ -67,6 +80,8 @@ impl ProxyHttp for Gateway {
             peer: None,
             peer_is_trusted: false,
             session: None,
+            hidden_cookies_sent: 0,
+            ended_by_app_logout: false,
             outcome: Outcome::Proxied,
         }
     }
@@ -100,12 +115,32 @@ impl ProxyHttp for Gateway {
             reply.send(session).await?;
             return Ok(true);
         }
-        if app.config.is_public(&path) {
+        if app.config.is_public(&path) || is_cors_preflight(session.req_header()) {
             ctx.outcome = Outcome::Public;
             return Ok(false);
         }
         let (reply, outcome) = match app.presented_session(session.req_header(), &origin).await {
             Ok(Presented::Live(live)) => {
+                let req = session.req_header();
+                // The app's logout form carries the app's CSRF token, not ours, so the origin
+                // check is what keeps another site from signing the user out.
+                if req.method == http::Method::POST
+                    && app.config.is_app_logout(&path)
+                    && same_origin(req)
+                {
+                    if let Err(e) = app.store.delete(&live).await {
+                        log::error!("app logout could not end the gateway session: {e}");
+                        ctx.outcome = Outcome::StoreUnavailable;
+                        routes::store_unavailable(app, req).send(session).await?;
+                        return Ok(true);
+                    }
+                    app.audit.record(
+                        AuditEvent::new("logout", "user", &origin)
+                            .session(&live)
+                            .reason("app_logout"),
+                    );
+                    ctx.ended_by_app_logout = true;
+                }
                 ctx.session = Some(live);
                 return Ok(false);
             }
@@ -120,7 +155,7 @@ impl ProxyHttp for Gateway {
             Err(e) => {
                 log::warn!("session check failed: {e}");
                 (
-                    routes::store_unavailable(session.req_header()),
+                    routes::store_unavailable(app, session.req_header()),
                     Outcome::StoreUnavailable,
                 )
             }
@@ -170,10 +205,10 @@ impl ProxyHttp for Gateway {
                 signer.apply(upstream, &identity, now_ms() / 1000)?;
             }
         }
-        let own = &self.app.own_cookies;
-        let remaining = cookies::without(&upstream.headers, own);
+        let remaining = cookies::without(&upstream.headers, &self.app.hidden_cookies);
+        ctx.hidden_cookies_sent = remaining.removed;
         upstream.remove_header("cookie");
-        if let Some(rest) = remaining {
+        if let Some(rest) = remaining.header {
             upstream.insert_header("cookie", rest)?;
         }
         set_forwarded(upstream, ctx.peer, ctx.peer_is_trusted)
@@ -213,7 +248,7 @@ impl ProxyHttp for Gateway {
         // `Connection: close` rather than promise keep-alive and then close.
         session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
-            let reply = error_reply(code, session.req_header());
+            let reply = error_reply(&self.app, code, session.req_header());
             if let Err(write_error) = reply.send(session).await {
                 log::debug!("could not send error response: {write_error}");
             }
@@ -227,9 +262,30 @@ impl ProxyHttp for Gateway {
     async fn response_filter(
         &self,
         session: &mut Session,
-        _response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let app = &self.app;
+        if let Some(kept) = cookies::set_cookies_without(&response.headers, &app.own_cookies) {
+            log::warn!("the app tried to set the gateway's own cookie; dropped");
+            response.remove_header("set-cookie");
+            for value in kept {
+                response.append_header("set-cookie", value)?;
+            }
+        }
+        let own = app.own_cookies.len();
+        let legacy_sent = ctx.hidden_cookies_sent >> own;
+        if legacy_sent != 0 {
+            for (i, name) in app.hidden_cookies[own..].iter().enumerate() {
+                if legacy_sent & (1 << i) != 0 {
+                    response.append_header("set-cookie", app.cookies.expired(name))?;
+                }
+            }
+        }
+        if ctx.ended_by_app_logout {
+            let name = &app.config.session.cookie_name;
+            response.append_header("set-cookie", app.cookies.expired(name))?;
+        }
         // While draining, every response closes its connection, so clients reconnect (through
         // the load balancer, to another instance) instead of reusing this one.
         if self.app.is_draining() {
@@ -253,23 +309,24 @@ impl ProxyHttp for Gateway {
     }
 }
 
-fn error_reply(code: u16, req: &RequestHeader) -> Reply {
+fn error_reply(app: &App, code: u16, req: &RequestHeader) -> Reply {
+    let texts = app.texts(req);
     let (title, message) = match code {
-        502 => (
-            "Service unavailable",
-            "The application is not reachable right now. Please try again shortly.",
-        ),
-        503 => ("Service unavailable", "Please try again shortly."),
-        504 => (
-            "Gateway timeout",
-            "The application took too long to answer.",
-        ),
-        400 => ("Bad request", "The request could not be understood."),
-        _ => ("Error", "Something went wrong."),
+        502 => (texts.service_unavailable, texts.app_unreachable),
+        503 => (texts.service_unavailable, texts.try_again_shortly),
+        504 => (texts.gateway_timeout, texts.app_too_slow),
+        400 => (texts.bad_request, texts.not_understood),
+        _ => (texts.error, texts.something_went_wrong),
     };
     if prefers_html(req) && !wants_json(req) {
-        Reply::html(code, pages::error(title, message))
+        Reply::html(code, pages::error(texts, title, message))
     } else {
-        Reply::json_error(code, &title.to_lowercase().replace(' ', "_"), message)
+        let error = match code {
+            502 | 503 => "service_unavailable",
+            504 => "gateway_timeout",
+            400 => "bad_request",
+            _ => "error",
+        };
+        Reply::json_error(code, error, message)
     }
 }

@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256};
 /// Generous bound for "the thing came up" on a loaded 2-core machine.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Session cookie name used by every test config.
-pub const COOKIE_NAME: &str = "whalefall_session";
+pub const COOKIE_NAME: &str = "gateway_session";
 /// CSRF cookie set by `GET /login`.
-pub const CSRF_COOKIE_NAME: &str = "whalefall_session_csrf";
+pub const CSRF_COOKIE_NAME: &str = "gateway_session_csrf";
 /// Shared 32+ byte secret: every gateway started from a `TestConfig` uses it,
 /// so several instances can share sessions.
 pub const TEST_SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
@@ -306,6 +306,8 @@ type EchoBody = BoxBody<Bytes, Infallible>;
 /// * `/big?bytes=N`: N bytes of [`pattern_byte`], streamed, with content-length
 /// * `/status/NNN`: the echo JSON with status NNN
 /// * `/set-cookie`: the echo JSON plus `Set-Cookie: app_pref=dark; Path=/`
+/// * `/auth/set-session`: the echo JSON plus `Set-Cookie` for `whalefall_session` and for the
+///   gateway's own cookie names
 /// * `/slow?ms=N`: the echo JSON after waiting N milliseconds
 pub struct Upstream {
     addr: SocketAddr,
@@ -530,6 +532,23 @@ async fn upstream_handle(req: Request<Incoming>) -> Result<Response<EchoBody>, I
         .header("content-type", "application/json");
     if path == "/set-cookie" {
         builder = builder.header("set-cookie", "app_pref=dark; Path=/");
+    }
+    if path == "/auth/set-session" {
+        // What a Flask app answers on every page that renders a CSRF token, and an app that
+        // (wrongly) writes cookies named like the gateway's.
+        builder = builder
+            .header(
+                "set-cookie",
+                "whalefall_session=eyJjc3JmIjoiYWJjIn0; HttpOnly; Path=/",
+            )
+            .header(
+                "set-cookie",
+                format!("{COOKIE_NAME}=set-by-the-app; Path=/"),
+            )
+            .header(
+                "set-cookie",
+                format!("{CSRF_COOKIE_NAME}=set-by-the-app; Path=/"),
+            );
     }
     Ok(builder.body(full(echo.to_string())).unwrap())
 }

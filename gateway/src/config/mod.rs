@@ -18,6 +18,7 @@ use toml::de::DeTable;
 
 use crate::env::{Environment, Secret};
 use crate::errors::ConfigError;
+use crate::i18n::LanguageChoice;
 pub use reader::parse_duration;
 use reader::Document;
 use sections::*;
@@ -58,6 +59,12 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub health_check_interval: Duration,
+    /// The app's own session cookie (e.g. Flask's `whalefall_session`), which the gateway's
+    /// cookie must never share a name with.
+    pub app_session_cookie: Option<String>,
+    /// Legacy authentication cookies (e.g. Flask-Login's `remember_token`) taken out of every
+    /// request before it reaches the app, and cleared in the browser.
+    pub strip_cookies: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +99,12 @@ pub struct SessionSettings {
 pub struct LoginSettings {
     pub path: String,
     pub logout_path: String,
+    /// Where an SPA posts JSON logins (e.g. `/api/v1/auth/login`), answered by the gateway.
+    pub api_path: Option<String>,
+    /// The app's own logout endpoints: a same-origin POST there ends the gateway session too,
+    /// then goes on to the app.
+    pub app_logout_paths: Vec<String>,
+    pub language: LanguageChoice,
     pub users_file: Option<PathBuf>,
     pub template: Option<PathBuf>,
     pub database: Option<DatabaseSettings>,
@@ -183,7 +196,7 @@ impl Config {
         let server = read_server(&section("server"));
         let upstream = read_upstream(&section("upstream"));
         let redis = read_redis(&section("redis"), &ctx);
-        let session = read_session(&section("session"), &ctx);
+        let session = read_session(&section("session"), &ctx, &upstream);
         let login = read_login(&section("login"), &ctx);
         let access = read_access(&section("access"));
         let admin = read_admin(&section("admin"), &ctx);
@@ -202,8 +215,12 @@ impl Config {
             audit,
             identity,
         };
-        check_paths_do_not_collide(&config, &doc);
         doc.into_result(config)
+    }
+
+    /// Whether `path` is one of the app's logout endpoints.
+    pub fn is_app_logout(&self, path: &str) -> bool {
+        self.login.app_logout_paths.iter().any(|p| p == path)
     }
 
     /// Whether `path` is served without a session.

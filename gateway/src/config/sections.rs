@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::reader::{Document, Section};
+use super::reader::Section;
 use super::*;
 use crate::env::{Environment, Secret};
 
@@ -163,14 +163,44 @@ pub(super) fn read_upstream(s: &Section) -> UpstreamSettings {
             .collect(),
         None => Vec::new(),
     };
+    let app_session_cookie =
+        s.parse_with("app_session_cookie", |v| cookie_name(v).map(str::to_string));
+    let strip_cookies = match s.get::<Vec<String>>("strip_cookies") {
+        Some(names) => names
+            .into_iter()
+            .filter(|name| match cookie_name(name) {
+                Ok(_) => true,
+                Err(message) => {
+                    s.problem("strip_cookies", message);
+                    false
+                }
+            })
+            .collect(),
+        None => vec!["remember_token".to_string()],
+    };
+    if strip_cookies.len() > 32 {
+        s.problem("strip_cookies", "list at most 32 cookies");
+    }
+    if let Some(app) = &app_session_cookie {
+        if strip_cookies.contains(app) {
+            s.problem(
+                "strip_cookies",
+                format!("`{app}` is the app's session cookie (`app_session_cookie`): stripping it would break the app's CSRF checks"),
+            );
+        }
+    }
     let settings = UpstreamSettings {
         servers,
+        app_session_cookie,
+        strip_cookies,
         connect_timeout: s.duration("connect_timeout", Duration::from_secs(2)),
         read_timeout: s.duration("read_timeout", Duration::from_secs(60)),
         health_check_interval: s.duration("health_check_interval", Duration::from_secs(5)),
     };
     s.finish(&[
         "servers",
+        "app_session_cookie",
+        "strip_cookies",
         "connect_timeout",
         "read_timeout",
         "health_check_interval",
@@ -212,14 +242,49 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
     settings
 }
 
-pub(super) fn read_session(s: &Section, ctx: &Ctx) -> SessionSettings {
-    let cookie_name: String = s.get_or("cookie_name", "gateway_session".to_string());
-    if cookie_name.is_empty()
-        || !cookie_name
+/// A cookie name the gateway can set and match: a plain token, no quoting games.
+fn cookie_name(name: &str) -> Result<&str, String> {
+    if !name.is_empty()
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
-        s.problem("cookie_name", "use only letters, digits, '-', '_' and '.'");
+        Ok(name)
+    } else {
+        Err(format!(
+            "`{name}` is not a cookie name: use only letters, digits, '-', '_' and '.'"
+        ))
+    }
+}
+
+/// Flask's default session cookie name: an app behind the gateway most likely already uses it.
+const FLASK_DEFAULT_COOKIE: &str = "session";
+
+pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) -> SessionSettings {
+    let cookie_name: String = s.get_or("cookie_name", "gateway_session".to_string());
+    if let Err(message) = self::cookie_name(&cookie_name) {
+        s.problem("cookie_name", message);
+    }
+    // The app sets its own session cookie on every response it renders a CSRF token into; a
+    // gateway cookie of the same name would be overwritten and the user signed out after a page.
+    let csrf_cookie = format!("{cookie_name}_csrf");
+    for ours in [&cookie_name, &csrf_cookie] {
+        if ours == FLASK_DEFAULT_COOKIE {
+            s.problem(
+                "cookie_name",
+                format!("`{ours}` is Flask's default session cookie: the app would overwrite the gateway's cookie; use e.g. \"gateway_session\""),
+            );
+        } else if upstream.app_session_cookie.as_ref() == Some(ours) {
+            s.problem(
+                "cookie_name",
+                format!("`{ours}` is the app's own session cookie ([upstream] app_session_cookie): the app would overwrite the gateway's cookie; use e.g. \"gateway_session\""),
+            );
+        } else if upstream.strip_cookies.contains(ours) {
+            s.problem(
+                "cookie_name",
+                format!("`{ours}` is listed in [upstream] strip_cookies"),
+            );
+        }
     }
     let secret = ctx.secret(s, "secret", true);
     if let Some(secret) = &secret {
@@ -347,9 +412,49 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
     if throttle.window < Duration::from_secs(1) {
         s.problem("failure_window", "must be at least 1s");
     }
+    let path = url_path(s, "path", "/login");
+    let logout_path = url_path(s, "logout_path", "/logout");
+    let api_path = s
+        .has("api_path")
+        .then(|| url_path(s, "api_path", "/api/v1/auth/login"));
+    let app_logout_paths: Vec<String> = s.get_or("app_logout_paths", Vec::new());
+    for p in &app_logout_paths {
+        if !p.starts_with('/') || p.starts_with("//") || p.contains(['?', '#', ' ']) {
+            s.problem(
+                "app_logout_paths",
+                format!("`{p}` must be a path starting with '/', e.g. \"/auth/logout\""),
+            );
+        }
+    }
+    // Each of the gateway's own endpoints answers one path; two on one path would shadow.
+    let mut own: Vec<(&str, &str)> = vec![("path", &path), ("logout_path", &logout_path)];
+    if let Some(api) = &api_path {
+        own.push(("api_path", api));
+    }
+    own.push(("(sessions page)", crate::routes::SESSIONS_PATH));
+    own.push(("(health check)", crate::routes::HEALTH_PATH));
+    for (i, (key, p)) in own.iter().enumerate() {
+        if let Some((other, _)) = own[..i].iter().find(|(_, q)| q == p) {
+            s.problem(key, format!("`{p}` is already used by `{other}`"));
+        }
+    }
+    for p in &app_logout_paths {
+        if let Some((key, _)) = own.iter().find(|(_, q)| q == p) {
+            s.problem(
+                "app_logout_paths",
+                format!("`{p}` is the gateway's own `{key}`, not the app's"),
+            );
+        }
+    }
+    let language = s
+        .parse_with("language", LanguageChoice::parse)
+        .unwrap_or(LanguageChoice::Auto);
     let settings = LoginSettings {
-        path: url_path(s, "path", "/login"),
-        logout_path: url_path(s, "logout_path", "/logout"),
+        path,
+        logout_path,
+        api_path,
+        app_logout_paths,
+        language,
         users_file,
         template,
         database,
@@ -358,6 +463,9 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
     s.finish(&[
         "path",
         "logout_path",
+        "api_path",
+        "app_logout_paths",
+        "language",
         "users_file",
         "template",
         "database",
@@ -476,12 +584,5 @@ pub(super) fn read_audit(s: &Section, ctx: &Ctx) -> AuditSettings {
     AuditSettings {
         sink,
         stream_max_len,
-    }
-}
-
-/// The login and logout endpoints must be distinct, or one would shadow the other.
-pub(super) fn check_paths_do_not_collide(config: &Config, doc: &Document) {
-    if config.login.path == config.login.logout_path {
-        doc.report(None, "[login] logout_path", "must differ from [login] path");
     }
 }

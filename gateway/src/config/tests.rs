@@ -116,3 +116,97 @@ fn two_sources_for_one_secret_is_an_error() {
     );
     assert!(parse(&text).unwrap_err().to_string().contains("only one"));
 }
+
+/// The problems of `text`, as (line, key) pairs.
+fn problems_of(text: &str) -> Vec<(Option<usize>, String, String)> {
+    parse(text)
+        .unwrap_err()
+        .problems
+        .into_iter()
+        .map(|p| (p.line, p.key, p.message))
+        .collect()
+}
+
+#[test]
+fn drop_in_defaults_keep_the_apps_cookies_apart() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.session.cookie_name, "gateway_session");
+    assert_eq!(c.upstream.strip_cookies, ["remember_token"]);
+    assert_eq!(c.upstream.app_session_cookie, None);
+    assert_eq!(c.login.api_path, None);
+    assert!(c.login.app_logout_paths.is_empty());
+    assert_eq!(c.login.language, LanguageChoice::Auto);
+}
+
+#[test]
+fn the_gateway_cookie_may_not_take_the_apps_name() {
+    let text = r#"
+[upstream]
+servers = ["127.0.0.1:5001"]
+app_session_cookie = "whalefall_session"
+
+[session]
+cookie_name = "whalefall_session"
+secret = "0123456789abcdef0123456789abcdef"
+
+[login]
+users_file = "users.toml"
+"#;
+    let problems = problems_of(text);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let (line, key, message) = &problems[0];
+    assert_eq!((*line, key.as_str()), (Some(7), "[session] cookie_name"));
+    assert!(message.contains("app's own session cookie"), "{message}");
+
+    // Flask's default name is refused even when the operator declared nothing.
+    let flask = MINIMAL.replace("[session]", "[session]\ncookie_name = \"session\"");
+    let problems = problems_of(&flask);
+    assert!(problems[0].2.contains("Flask's default"), "{problems:?}");
+    // So is a name the gateway would strip from every request.
+    let stripped = MINIMAL.replace("[session]", "[session]\ncookie_name = \"remember_token\"");
+    assert!(problems_of(&stripped)[0].2.contains("strip_cookies"));
+    // The app's session cookie itself must reach the app.
+    let text = MINIMAL.replace(
+        "servers = [\"127.0.0.1:5001\"]",
+        "servers = [\"127.0.0.1:5001\"]\napp_session_cookie = \"s\"\nstrip_cookies = [\"s\", \"bad name\"]",
+    );
+    let problems = problems_of(&text);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().all(|p| p.1 == "[upstream] strip_cookies"));
+}
+
+#[test]
+fn whalefall_login_paths_are_accepted_and_checked() {
+    let text = MINIMAL.replace(
+        "[login]",
+        "[login]\npath = \"/auth/login\"\napi_path = \"/api/v1/auth/login\"\n\
+         app_logout_paths = [\"/auth/logout\", \"/api/v1/auth/logout\"]\nlanguage = \"zh-CN\"",
+    );
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.login.path, "/auth/login");
+    assert_eq!(c.login.api_path.as_deref(), Some("/api/v1/auth/login"));
+    assert!(c.is_app_logout("/auth/logout") && !c.is_app_logout("/auth/logout/x"));
+    assert_eq!(
+        c.login.language,
+        LanguageChoice::Fixed(crate::i18n::Language::ZhCn)
+    );
+
+    let text = MINIMAL.replace(
+        "[login]",
+        "[login]\napi_path = \"/login\"\napp_logout_paths = [\"/logout\", \"auth/logout\"]\nlanguage = \"chinese\"",
+    );
+    let problems = problems_of(&text);
+    let keys: Vec<&str> = problems.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "[login] app_logout_paths",
+            "[login] api_path",
+            "[login] app_logout_paths",
+            "[login] language"
+        ],
+        "{problems:?}"
+    );
+    assert!(problems[1].2.contains("already used by `path`"));
+    assert!(problems[2].2.contains("gateway's own `logout_path`"));
+}

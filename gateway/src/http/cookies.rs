@@ -2,7 +2,7 @@
 //! and removing it from what goes upstream (the app's own cookies pass through untouched).
 
 use cookie::{Cookie, SameSite};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Every value the client sent for cookie `name`, across all `Cookie` headers.
 pub fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
@@ -18,9 +18,21 @@ pub fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
         .collect()
 }
 
-/// The `Cookie` header without the cookies in `names`, other pairs kept verbatim; `None` if
-/// nothing is left.
-pub fn without(headers: &HeaderMap, names: &[String]) -> Option<String> {
+/// Most cookie names [`without`] can report on; config keeps lists below it.
+pub const MAX_HIDDEN: usize = 64;
+
+/// The request's cookies once some have been taken out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Remaining {
+    /// The `Cookie` header for the app, other pairs verbatim; `None` if nothing is left.
+    pub header: Option<String>,
+    /// Bit `i` is set when `names[i]` was among the request's cookies.
+    pub removed: u64,
+}
+
+/// The `Cookie` header without the cookies in `names` (at most [`MAX_HIDDEN`]).
+pub fn without(headers: &HeaderMap, names: &[String]) -> Remaining {
+    let mut removed = 0u64;
     let kept: Vec<&str> = headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -29,10 +41,34 @@ pub fn without(headers: &HeaderMap, names: &[String]) -> Option<String> {
         .map(str::trim)
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k.trim());
-            !pair.is_empty() && !names.iter().any(|n| n == key)
+            match names.iter().take(MAX_HIDDEN).position(|n| n == key) {
+                Some(i) => {
+                    removed |= 1 << i;
+                    false
+                }
+                None => !pair.is_empty(),
+            }
         })
         .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
+    Remaining {
+        header: (!kept.is_empty()).then(|| kept.join("; ")),
+        removed,
+    }
+}
+
+/// The `Set-Cookie` values of a response minus those that set a cookie in `names`; `None`
+/// when there is nothing to take out (the common case, which then costs no allocation).
+pub fn set_cookies_without(headers: &HeaderMap, names: &[String]) -> Option<Vec<HeaderValue>> {
+    let sets_ours = |value: &HeaderValue| {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let name = text.split_once('=').map_or("", |(name, _)| name.trim());
+        names.iter().any(|n| n == name)
+    };
+    let all = headers.get_all(http::header::SET_COOKIE);
+    if !all.iter().any(sets_ours) {
+        return None;
+    }
+    Some(all.iter().filter(|v| !sets_ours(v)).cloned().collect())
 }
 
 /// Cookie attributes the gateway uses for all its cookies.
@@ -102,15 +138,40 @@ mod tests {
     fn strips_only_our_cookie() {
         let ours = ["gw".to_string(), "gw_csrf".to_string()];
         let h = headers(&["app_pref=dark; gw=secret; csrftoken=abc==", "gw_csrf=n"]);
+        let rest = without(&h, &ours);
         assert_eq!(
-            without(&h, &ours).as_deref(),
+            rest.header.as_deref(),
             Some("app_pref=dark; csrftoken=abc==")
         );
-        assert_eq!(without(&headers(&["gw=1"]), &ours), None);
+        assert_eq!(rest.removed, 0b11);
+        let rest = without(&headers(&["gw=1"]), &ours);
+        assert_eq!((rest.header, rest.removed), (None, 0b01));
+        let rest = without(&headers(&["gwx=1; xgw=2"]), &ours);
+        assert_eq!(rest.header.as_deref(), Some("gwx=1; xgw=2"));
+        assert_eq!(rest.removed, 0);
+    }
+
+    #[test]
+    fn app_cannot_set_our_cookies() {
+        let ours = ["gw".to_string(), "gw_csrf".to_string()];
+        let mut h = HeaderMap::new();
+        for v in [
+            "whalefall_session=eyJj; HttpOnly; Path=/",
+            "gw=forged; Path=/",
+            "gw_csrf=x",
+            "gwx=kept",
+        ] {
+            h.append(http::header::SET_COOKIE, v.parse().unwrap());
+        }
+        let kept = set_cookies_without(&h, &ours).expect("ours were set");
+        let kept: Vec<&str> = kept.iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(
-            without(&headers(&["gwx=1; xgw=2"]), &ours).as_deref(),
-            Some("gwx=1; xgw=2")
+            kept,
+            ["whalefall_session=eyJj; HttpOnly; Path=/", "gwx=kept"]
         );
+        h.remove(http::header::SET_COOKIE);
+        h.append(http::header::SET_COOKIE, "app=1".parse().unwrap());
+        assert_eq!(set_cookies_without(&h, &ours), None);
     }
 
     #[test]

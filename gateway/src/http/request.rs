@@ -23,6 +23,12 @@ pub fn is_page_navigation(req: &RequestHeader) -> bool {
     (req.method == Method::GET || req.method == Method::HEAD) && prefers_html(req)
 }
 
+/// A CORS preflight: browsers send it before a cross-origin call, never with credentials, so
+/// it cannot carry a session and the app must answer it unauthenticated.
+pub fn is_cors_preflight(req: &RequestHeader) -> bool {
+    req.method == Method::OPTIONS && req.headers.contains_key("access-control-request-method")
+}
+
 pub fn prefers_html(req: &RequestHeader) -> bool {
     header(req, "accept").is_some_and(|a| a.contains("text/html"))
 }

@@ -1,9 +1,11 @@
-//! `GET /login` (the sign-in page) and `POST /login` (form or JSON).
+//! `GET /login` (the sign-in page), `POST /login` (form or JSON), and `POST` to
+//! `[login] api_path` (JSON for SPAs, answered in a `{"success", "data": {"user"}}` envelope).
 //!
 //! Forms carry a token bound to a nonce in a SameSite=Strict cookie (double submit), and every
 //! post must come from this site (Origin/Referer), so another site can neither log a visitor in
 //! as someone else nor probe passwords through their browser. JSON posts need no token: a
-//! cross-site page cannot send `application/json` without a CORS preflight, which is refused.
+//! cross-site page cannot send `application/json` without a CORS preflight, and preflights to the
+//! gateway's own paths are refused (405) even though those to the app's paths are passed on.
 //! Success always creates a brand-new session id.
 
 use std::sync::Arc;
@@ -19,12 +21,12 @@ use crate::credentials::Verdict;
 use crate::http::cookies;
 use crate::http::reply::Reply;
 use crate::http::request::{form_fields, is_form, is_json, query_param, safe_next};
+use crate::i18n::Texts;
 use crate::pages::{self, LoginPage};
 use crate::session::store::CreateOutcome;
 use crate::session::{now_ms, token, SessionRecord};
 use crate::users::Identity;
 
-const FAILED: &str = "Invalid username or password.";
 /// How long a login form stays usable.
 const FORM_LIFETIME_SECS: i64 = 3600;
 
@@ -36,16 +38,24 @@ fn nonce_cookie(app: &App) -> String {
 pub fn page(app: &App, req: &RequestHeader) -> Reply {
     let next = query_param(req, "next").unwrap_or_default();
     let next = safe_next(&next).unwrap_or("");
-    form(app, 200, next, "", None)
+    form(app, req, 200, next, "", None)
 }
 
-fn form(app: &App, status: u16, next: &str, username: &str, error: Option<&str>) -> Reply {
+fn form(
+    app: &App,
+    req: &RequestHeader,
+    status: u16,
+    next: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Reply {
     let Ok(nonce) = token::random_token() else {
         return Reply::json_error(503, "unavailable", "no randomness available");
     };
     let csrf = app.keys.csrf_token(&format!("login:{nonce}"));
     let html = pages::login(
         &app.login_template,
+        app.texts(req),
         &LoginPage {
             action: &app.config.login.path,
             csrf_token: &csrf,
@@ -69,36 +79,77 @@ struct JsonLogin {
     next: Option<String>,
 }
 
+/// How the client logged in, and so how it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The HTML form: answered with the form again, or a redirect.
+    Form,
+    /// JSON posted to the login page: `{"user": ...}` or `{"error", "message"}`.
+    Json,
+    /// JSON posted to `[login] api_path`, for an SPA: the same with `"success"` and `"data"`,
+    /// the envelope such apps' consoles read.
+    Api,
+}
+
 struct Attempt {
     username: String,
     password: String,
     next: String,
-    json: bool,
+    shape: Shape,
 }
 
-pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    let body = match own_post_body(session).await {
+/// A login refused, in the shape the client asked in: `code` for programs, `message` (in the
+/// page's language) for people.
+fn refuse(
+    app: &App,
+    req: &RequestHeader,
+    shape: Shape,
+    status: u16,
+    code: &str,
+    message: &str,
+    attempt: (&str, &str),
+) -> Reply {
+    let (next, username) = attempt;
+    match shape {
+        Shape::Form => form(app, req, status, next, username, Some(message)),
+        Shape::Json => Reply::json_error(status, code, message),
+        Shape::Api => Reply::json(
+            status,
+            &serde_json::json!({"success": false, "error": code, "message": message}),
+        ),
+    }
+}
+
+/// `submit(…, api)`: `api` is true on `[login] api_path`, which takes JSON only.
+pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api: bool) -> Reply {
+    let body = match own_post_body(app, session).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
     let req = session.req_header();
+    let texts = app.texts(req);
     let attempt = if is_json(req) {
+        let shape = if api { Shape::Api } else { Shape::Json };
         match serde_json::from_slice::<JsonLogin>(&body) {
             Ok(j) => Attempt {
                 username: j.username,
                 password: j.password,
                 next: j.next.unwrap_or_default(),
-                json: true,
+                shape,
             },
             Err(_) => {
-                return Reply::json_error(
+                return refuse(
+                    app,
+                    req,
+                    shape,
                     400,
                     "bad_request",
                     "expected {\"username\": ..., \"password\": ...}",
+                    ("", ""),
                 )
             }
         }
-    } else if is_form(req) {
+    } else if is_form(req) && !api {
         let mut fields = form_fields(&body);
         let nonce = cookies::values(&req.headers, &nonce_cookie(app))
             .first()
@@ -108,32 +159,27 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
         let next = fields.remove("next").unwrap_or_default();
         if nonce.is_empty() || !app.keys.csrf_valid(&format!("login:{nonce}"), &token) {
             let next = safe_next(&next).unwrap_or("");
-            return form(
-                app,
-                403,
-                next,
-                "",
-                Some("This sign-in form has expired. Please try again."),
-            );
+            return form(app, req, 403, next, "", Some(texts.form_expired));
         }
         Attempt {
             username: fields.remove("username").unwrap_or_default(),
             password: fields.remove("password").unwrap_or_default(),
             next,
-            json: false,
+            shape: Shape::Form,
         }
     } else {
-        return Reply::json_error(
-            415,
-            "unsupported_media_type",
-            "post a form or application/json",
-        );
+        let wanted = if api {
+            "post application/json"
+        } else {
+            "post a form or application/json"
+        };
+        return Reply::json_error(415, "unsupported_media_type", wanted);
     };
     let Attempt {
         username,
         password,
         next,
-        json,
+        shape,
     } = attempt;
     let next = safe_next(&next).unwrap_or("/").to_string();
 
@@ -147,18 +193,21 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
                     .reason("too_many_failures"),
             );
             let minutes = wait.as_secs().div_ceil(60);
-            let message =
-                format!("Too many failed sign-in attempts. Try again in {minutes} minute(s).");
-            let reply = if json {
-                Reply::json_error(429, "too_many_attempts", &message)
-            } else {
-                form(app, 429, &next, &username, Some(&message))
-            };
+            let message = Texts::with_number(texts.too_many_attempts, minutes);
+            let reply = refuse(
+                app,
+                req,
+                shape,
+                429,
+                "too_many_attempts",
+                &message,
+                (&next, &username),
+            );
             return reply.header("retry-after", wait.as_secs().to_string());
         }
         Err(e) => {
             log::error!("login throttle unavailable: {e}");
-            return store_unavailable(session.req_header());
+            return store_unavailable(app, req);
         }
     }
 
@@ -169,7 +218,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
             Ok(v) => Some(v),
             Err(e) => {
                 log::error!("login unavailable: {e}");
-                return credentials_unavailable(session.req_header());
+                return credentials_unavailable(app, req);
             }
         }
     };
@@ -189,14 +238,18 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
                     .username(&username)
                     .reason(reason),
             );
-            return if json {
-                Reply::json_error(401, "invalid_credentials", FAILED)
-            } else {
-                form(app, 401, &next, &username, Some(FAILED))
-            };
+            return refuse(
+                app,
+                req,
+                shape,
+                401,
+                "invalid_credentials",
+                texts.invalid_credentials,
+                (&next, &username),
+            );
         }
     };
-    start_session(app, session.req_header(), origin, identity, &next, json).await
+    start_session(app, req, origin, identity, &next, shape).await
 }
 
 async fn start_session(
@@ -205,7 +258,7 @@ async fn start_session(
     origin: &Origin,
     identity: Identity,
     next: &str,
-    json: bool,
+    shape: Shape,
 ) -> Reply {
     let now = now_ms();
     let record = SessionRecord {
@@ -232,19 +285,20 @@ async fn start_session(
                     .reason("session_limit"),
             );
             let max = app.config.session.max_per_user.unwrap_or(0);
-            let message = format!(
-                "You already have {max} active session(s), the most allowed. \
-                 Sign out on another device first."
+            let message = Texts::with_number(app.texts(req).session_limit, max.into());
+            return refuse(
+                app,
+                req,
+                shape,
+                409,
+                "session_limit",
+                &message,
+                (next, &identity.username),
             );
-            return if json {
-                Reply::json_error(409, "session_limit", &message)
-            } else {
-                form(app, 409, next, &identity.username, Some(&message))
-            };
         }
         Err(e) => {
             log::error!("login could not store session: {e}");
-            return store_unavailable(req);
+            return store_unavailable(app, req);
         }
     };
     app.metrics.login("accepted");
@@ -270,15 +324,23 @@ async fn start_session(
     let cookie = app
         .cookies
         .session(&app.config.session.cookie_name, &app.keys.seal(&id));
-    let reply = if json {
-        Reply::json(
+    let user = serde_json::json!({
+        "id": identity.id,
+        "username": identity.username,
+        "role": identity.roles.first().map_or("", String::as_str),
+        "roles": identity.roles,
+    });
+    let reply = match shape {
+        Shape::Form => Reply::redirect(303, next),
+        Shape::Json => Reply::json(200, &serde_json::json!({ "user": user })),
+        Shape::Api => Reply::json(
             200,
-            &serde_json::json!({"user": {
-                "id": identity.id, "username": identity.username, "roles": identity.roles
-            }}),
-        )
-    } else {
-        Reply::redirect(303, next)
+            &serde_json::json!({
+                "success": true,
+                "message": app.texts(req).signed_in,
+                "data": { "user": user },
+            }),
+        ),
     };
     reply
         .header("set-cookie", cookie)

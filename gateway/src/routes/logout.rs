@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use pingora::proxy::Session;
 
+use super::SESSIONS_PATH;
 use super::{cross_site, own_post_body, store_unavailable};
-use crate::app::{App, Presented, SESSIONS_PATH};
+use crate::app::{App, Presented};
 use crate::audit::{AuditEvent, Origin};
 use crate::http::reply::Reply;
 use crate::http::request::{form_fields, is_form, query_param, wants_json};
@@ -24,6 +25,7 @@ pub async fn confirm(app: &Arc<App>, session: &mut Session, origin: &Origin) -> 
         Ok(Presented::Live(live)) => Reply::html(
             200,
             pages::logout_confirm(
+                app.texts(req),
                 &app.config.login.logout_path,
                 &session_token(app, &live),
                 &live.record.username,
@@ -31,12 +33,12 @@ pub async fn confirm(app: &Arc<App>, session: &mut Session, origin: &Origin) -> 
             ),
         ),
         Ok(_) => Reply::redirect(303, &app.config.login.path),
-        Err(_) => store_unavailable(req),
+        Err(_) => store_unavailable(app, req),
     }
 }
 
 pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    let body = match own_post_body(session).await {
+    let body = match own_post_body(app, session).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
@@ -55,7 +57,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
     let live = match app.presented_session(req, origin).await {
         Ok(Presented::Live(live)) => Some(live),
         Ok(_) => None,
-        Err(_) => return store_unavailable(req),
+        Err(_) => return store_unavailable(app, req),
     };
     let mut ended = 0;
     if let Some(live) = live {
@@ -65,7 +67,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
                 .keys
                 .csrf_valid(&format!("session:{}", live.handle), token)
             {
-                return cross_site(req);
+                return cross_site(app, req);
             }
         }
         let result = if everywhere {
@@ -81,7 +83,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
             Ok(n) => ended = n,
             Err(e) => {
                 log::error!("logout failed: {e}");
-                return store_unavailable(req);
+                return store_unavailable(app, req);
             }
         }
     }

@@ -14,7 +14,7 @@ use http::Method;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
-use crate::app::{App, HEALTH_PATH, SESSIONS_PATH};
+use crate::app::App;
 use crate::audit::Origin;
 use crate::http::reply::Reply;
 use crate::http::request::{
@@ -23,9 +23,16 @@ use crate::http::request::{
 };
 use crate::pages;
 
+/// Path of the load balancer's health check on the public listener.
+pub const HEALTH_PATH: &str = "/_gateway/health";
+/// Path of the signed-in user's own session list.
+pub const SESSIONS_PATH: &str = "/_gateway/sessions";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Login,
+    /// `[login] api_path`: JSON logins for SPAs.
+    ApiLogin,
     Logout,
     Sessions,
     Health,
@@ -36,6 +43,8 @@ pub fn route_for(app: &App, path: &str) -> Option<Route> {
     let login = &app.config.login;
     if path == login.path {
         Some(Route::Login)
+    } else if login.api_path.as_deref() == Some(path) {
+        Some(Route::ApiLogin)
     } else if path == login.logout_path {
         Some(Route::Logout)
     } else if path == SESSIONS_PATH {
@@ -53,12 +62,14 @@ pub async fn serve(app: &Arc<App>, route: Route, session: &mut Session, origin: 
     match (route, method) {
         (Route::Health, Method::GET | Method::HEAD) => health(app).await,
         (Route::Login, Method::GET | Method::HEAD) => login::page(app, session.req_header()),
-        (Route::Login, Method::POST) => login::submit(app, session, origin).await,
+        (Route::Login, Method::POST) => login::submit(app, session, origin, false).await,
+        (Route::ApiLogin, Method::POST) => login::submit(app, session, origin, true).await,
         (Route::Logout, Method::GET | Method::HEAD) => logout::confirm(app, session, origin).await,
         (Route::Logout, Method::POST) => logout::submit(app, session, origin).await,
         (Route::Sessions, Method::GET | Method::HEAD) => sessions::list(app, session, origin).await,
         (Route::Sessions, Method::POST) => sessions::end_one(app, session, origin).await,
         (Route::Health, _) => method_not_allowed("GET, HEAD"),
+        (Route::ApiLogin, _) => method_not_allowed("POST"),
         _ => method_not_allowed("GET, HEAD, POST"),
     }
 }
@@ -100,8 +111,9 @@ pub fn unauthenticated(app: &App, req: &RequestHeader, clear_cookie: bool) -> Re
 
 /// The session store is down: the user may well be signed in, so this is neither a 401 nor a
 /// redirect to login, but a 503 the client can retry.
-pub fn store_unavailable(req: &RequestHeader) -> Reply {
+pub fn store_unavailable(app: &App, req: &RequestHeader) -> Reply {
     temporarily_unavailable(
+        app,
         req,
         "session_store_unavailable",
         "sessions cannot be checked right now; retry shortly",
@@ -110,21 +122,24 @@ pub fn store_unavailable(req: &RequestHeader) -> Reply {
 
 /// The credential source (e.g. the app's database) is down: a login that cannot be checked is
 /// not a wrong password, so this is a 503 the user can retry.
-pub fn credentials_unavailable(req: &RequestHeader) -> Reply {
+pub fn credentials_unavailable(app: &App, req: &RequestHeader) -> Reply {
     temporarily_unavailable(
+        app,
         req,
         "credentials_unavailable",
         "users cannot be checked right now; retry shortly",
     )
 }
 
-fn temporarily_unavailable(req: &RequestHeader, code: &str, message: &str) -> Reply {
+fn temporarily_unavailable(app: &App, req: &RequestHeader, code: &str, message: &str) -> Reply {
     let reply = if prefers_html(req) && !wants_json(req) {
+        let texts = app.texts(req);
         Reply::html(
             503,
             pages::error(
-                "Temporarily unavailable",
-                "Sign-in is briefly unavailable. Please try again in a moment.",
+                texts,
+                texts.temporarily_unavailable,
+                texts.sign_in_unavailable,
             ),
         )
     } else {
@@ -135,9 +150,9 @@ fn temporarily_unavailable(req: &RequestHeader, code: &str, message: &str) -> Re
 
 /// The body of a state-changing request the gateway answers itself, once the request is known
 /// to come from this site; otherwise the answer to send instead.
-async fn own_post_body(session: &mut Session) -> Result<bytes::Bytes, Reply> {
+async fn own_post_body(app: &App, session: &mut Session) -> Result<bytes::Bytes, Reply> {
     if !same_origin(session.req_header()) {
-        return Err(cross_site(session.req_header()));
+        return Err(cross_site(app, session.req_header()));
     }
     read_body(session, MAX_OWN_BODY).await.map_err(bad_body)
 }
@@ -151,16 +166,14 @@ fn bad_body(error: BodyError) -> Reply {
 }
 
 /// A post from another site, refused.
-pub fn cross_site(req: &RequestHeader) -> Reply {
+pub fn cross_site(app: &App, req: &RequestHeader) -> Reply {
     if wants_json(req) || !prefers_html(req) {
         Reply::json_error(403, "cross_site_request", "cross-site request refused")
     } else {
+        let texts = app.texts(req);
         Reply::html(
             403,
-            pages::error(
-                "Request refused",
-                "This form was not submitted from this site.",
-            ),
+            pages::error(texts, texts.request_refused, texts.not_from_this_site),
         )
     }
 }

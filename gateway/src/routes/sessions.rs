@@ -7,8 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use pingora::proxy::Session;
 
 use super::logout::session_token;
+use super::SESSIONS_PATH;
 use super::{cross_site, own_post_body, store_unavailable, unauthenticated};
-use crate::app::{App, Presented, SESSIONS_PATH};
+use crate::app::{App, Presented};
 use crate::audit::{AuditEvent, Origin};
 use crate::http::reply::Reply;
 use crate::http::request::{form_fields, wants_json};
@@ -25,7 +26,7 @@ async fn signed_in(
         Ok(Presented::Live(live)) => Ok(live),
         Ok(Presented::Nothing) => Err(unauthenticated(app, req, false)),
         Ok(_) => Err(unauthenticated(app, req, true)),
-        Err(_) => Err(store_unavailable(req)),
+        Err(_) => Err(store_unavailable(app, req)),
     }
 }
 
@@ -37,7 +38,7 @@ pub async fn list(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Rep
     let req = session.req_header();
     let sessions = match app.store.list(Some(&live.record.user_id)).await {
         Ok(s) => s,
-        Err(_) => return store_unavailable(req),
+        Err(_) => return store_unavailable(app, req),
     };
     if wants_json(req) {
         let items: Vec<serde_json::Value> = sessions
@@ -64,6 +65,7 @@ pub async fn list(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Rep
     Reply::html(
         200,
         pages::sessions(
+            app.texts(req),
             SESSIONS_PATH,
             &app.config.login.logout_path,
             &session_token(app, &live),
@@ -74,7 +76,7 @@ pub async fn list(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Rep
 
 /// Ends one of the user's own sessions (form field `handle`).
 pub async fn end_one(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    let body = match own_post_body(session).await {
+    let body = match own_post_body(app, session).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
@@ -89,19 +91,19 @@ pub async fn end_one(app: &Arc<App>, session: &mut Session, origin: &Origin) -> 
         .keys
         .csrf_valid(&format!("session:{}", live.handle), token)
     {
-        return cross_site(req);
+        return cross_site(app, req);
     }
     let Some(handle) = fields.get("handle").and_then(|h| Handle::parse(h)) else {
         return Reply::json_error(400, "bad_request", "which session? (field `handle`)");
     };
     let target = match app.store.get(&handle).await {
         Ok(t) => t,
-        Err(_) => return store_unavailable(req),
+        Err(_) => return store_unavailable(app, req),
     };
     // Someone else's handle reads exactly like one that no longer exists.
     if let Some(target) = target.filter(|t| t.record.user_id == live.record.user_id) {
         if app.store.delete(&target).await.is_err() {
-            return store_unavailable(req);
+            return store_unavailable(app, req);
         }
         app.audit
             .record(AuditEvent::new("session_ended", "user", origin).session(&target));
