@@ -211,11 +211,22 @@ struct Hashes {
     other: String,
 }
 
+/// The project's Python (`.venv`, made by tests/deps.sh with the `bcrypt` package), or a bare
+/// `python3` when there is no venv.
+fn python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
 /// `bcrypt.hashpw(pw.encode(), bcrypt.gensalt(12)).decode()`, what Flask-Bcrypt stores.
-/// Fails loudly when python3 or its `bcrypt` package is missing: these tests are about
+/// Fails loudly when Python or its `bcrypt` package is missing: these tests are about
 /// exactly those hashes.
 fn python_bcrypt(password: &str) -> String {
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .env("PYTHONIOENCODING", "utf-8")
         .arg("-c")
         .arg(
@@ -231,10 +242,11 @@ fn python_bcrypt(password: &str) -> String {
             child.stdin.take().unwrap().write_all(password.as_bytes())?;
             child.wait_with_output()
         })
-        .expect("run python3 (needed to make Flask-Bcrypt hashes)");
+        .expect("run Python (needed to make Flask-Bcrypt hashes; bash tests/deps.sh makes .venv)");
     assert!(
         out.status.success(),
-        "python3 -c 'import bcrypt ...' failed (is the pip package `bcrypt` installed?): {}",
+        "{} -c 'import bcrypt ...' failed (is the pip package `bcrypt` installed? bash tests/deps.sh): {}",
+        python().display(),
         String::from_utf8_lossy(&out.stderr)
     );
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -335,7 +347,7 @@ async fn database_users_log_in_with_roles_from_their_row() {
     let (cookie, body) = login_ok(&s.gw, "admin", ADMIN_PW).await;
     assert_eq!(
         body,
-        serde_json::json!({"user": {"id": ids.admin.to_string(), "username": "admin", "roles": ["admin"]}})
+        serde_json::json!({"user": {"id": ids.admin.to_string(), "username": "admin", "role": "admin", "roles": ["admin"]}})
     );
     let e = whoami(&s.gw, &cookie).await;
     assert_eq!(e.header("x-auth-user").as_deref(), Some("admin"));

@@ -26,6 +26,7 @@ APT_PACKAGES=(
     redis-server                       # session store for the demo and the tests
     nginx-light wrk                    # benches/
     chromium chromium-driver           # tests/e2e/test_browser.py
+    fonts-wqy-zenhei                   # CJK glyphs for the Chinese login page screenshot
     python3 python3-venv               # .venv
 )
 

@@ -254,7 +254,7 @@ async fn json_login_returns_the_user_and_a_session_cookie() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(
         body["user"],
-        serde_json::json!({"id": "1", "username": "alice", "roles": ["admin", "user"]}),
+        serde_json::json!({"id": "1", "username": "alice", "role": "admin", "roles": ["admin", "user"]}),
         "body: {body}"
     );
 }

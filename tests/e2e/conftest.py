@@ -32,7 +32,10 @@ if not TARGET_DIR.is_absolute():
 READY_TIMEOUT = 30.0  # seconds; generous for a loaded 2-core machine
 SESSION_SECRET = "e2e-session-secret-0123456789abcdef0123456789"
 IDENTITY_SECRET = "e2e-identity-secret-0123456789abcdef012345678"
-COOKIE = "whalefall_session"
+COOKIE = "gateway_session"
+APP_COOKIE = "whalefall_session"
+APP_SECRET_KEY = "e2e-app-secret-key-0123456789abcdef"
+CORS_ORIGIN = "https://console.example"
 
 
 @dataclass
@@ -43,11 +46,13 @@ class User:
     roles: list
 
 
+# The example app's own users (docker/app/app.py): same ids, so the app's user_loader finds the
+# user the gateway signed in, and the same passwords, so its own login can mint legacy cookies.
 USERS = {
-    "alice": User("alice", "alice-e2e-password", "1", ["admin", "user"]),
-    "bob": User("bob", "bob-e2e-password", "2", ["user"]),
+    "alice": User("alice", "alice-demo", "1", ["admin"]),
+    "bob": User("bob", "bob-demo", "2", ["user"]),
     # Non-ASCII names travel as UTF-8 header bytes; gateway_auth.py is written for them.
-    "jürgen": User("jürgen", "jürgen-e2e-password", "3", ["user"]),
+    "jürgen": User("jürgen", "jürgen-demo", "3", ["user"]),
 }
 
 _handed_out = set()
@@ -158,7 +163,8 @@ def app_url(workdir):
     """The example app under gunicorn, reachable directly (as an attacker would try)."""
     log = workdir / "app.log"
     port = free_port()
-    env = {**os.environ, "GATEWAY_IDENTITY_SECRET": IDENTITY_SECRET, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "GATEWAY_IDENTITY_SECRET": IDENTITY_SECRET, "PYTHONDONTWRITEBYTECODE": "1",
+           "APP_SECRET_KEY": APP_SECRET_KEY, "APP_CORS_ORIGINS": CORS_ORIGIN}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
@@ -166,7 +172,7 @@ def app_url(workdir):
             cwd=APP_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(url + "/health"), "gunicorn (example app)", proc, log)
+        wait_until(lambda: http_ok(url + "/api/v1/health/basic"), "gunicorn (example app)", proc, log)
     except RuntimeError as e:
         stop(proc)
         pytest.fail(str(e), pytrace=False)
@@ -216,17 +222,18 @@ threads = 2
 grace_period = "1s"
 shutdown_timeout = "1s"
 
-[upstream]
-servers = ["{app_url.removeprefix('http://')}"]
-connect_timeout = "2s"
-read_timeout = "30s"
-health_check_interval = "1s"
-
 [redis]
 url = "redis://127.0.0.1:{redis_port}/0"
 key_prefix = "e2e:"
 timeout = "500ms"
 connect_timeout = "1s"
+
+[upstream]
+servers = ["{app_url.removeprefix('http://')}"]
+connect_timeout = "2s"
+read_timeout = "30s"
+health_check_interval = "1s"
+app_session_cookie = "{APP_COOKIE}"
 
 [session]
 cookie_name = "{COOKIE}"
@@ -236,12 +243,14 @@ absolute_timeout = "8h"
 cookie_secure = false
 
 [login]
-path = "/login"
+path = "/auth/login"
+api_path = "/api/v1/auth/login"
+app_logout_paths = ["/auth/logout", "/api/v1/auth/logout"]
 logout_path = "/logout"
 users_file = "users.toml"
 
 [access]
-public = ["/static/", "/favicon.ico"]
+public = ["/static/", "/favicon.ico", "/api/v1/health/", "/api/v1/auth/csrf-token"]
 
 [identity]
 signing_secret_env = "E2E_GATEWAY_IDENTITY_SECRET"
@@ -288,8 +297,8 @@ def login(gateway):
         user = gateway.users[username]
         client = requests.Session()
         clients.append(client)
-        r = client.post(gateway.url + "/login", json={"username": user.username, "password": user.password},
-                        timeout=10)
+        r = client.post(gateway.url + "/api/v1/auth/login",
+                        json={"username": user.username, "password": user.password}, timeout=10)
         assert r.status_code == 200, f"login as {username}: {r.status_code} {r.text[:300]}"
         assert client.cookies.get(COOKIE), "no session cookie after login"
         return client

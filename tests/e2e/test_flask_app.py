@@ -36,7 +36,7 @@ def csrf_token(html):
 
 def test_json_login_then_dashboard(gateway):
     client = requests.Session()
-    r = client.post(gateway.url + "/login", json={"username": "alice", "password": USERS["alice"].password},
+    r = client.post(gateway.url + "/auth/login", json={"username": "alice", "password": USERS["alice"].password},
                     timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["user"]["username"] == "alice"
@@ -47,20 +47,20 @@ def test_json_login_then_dashboard(gateway):
     assert r.status_code == 200, r.text[:500]
     assert "Signed in as <strong>alice</strong>" in r.text
     assert '<span class="role">admin</span>' in r.text
-    assert 'href="/logout"' in r.text
+    assert 'action="/auth/logout"' in r.text
 
 
 def test_form_login_returns_to_the_page_asked_for(gateway):
     client = requests.Session()
     r = page(client, gateway.url + "/admin?tab=1")
     assert r.status_code == 302
-    assert r.headers["Location"] == "/login?next=%2Fadmin%3Ftab%3D1"
+    assert r.headers["Location"] == "/auth/login?next=%2Fadmin%3Ftab%3D1"
 
     r = page(client, gateway.url + r.headers["Location"])
     assert r.status_code == 200
     assert 'name="next" value="/admin?tab=1"' in r.text
     token = csrf_token(r.text)
-    r = client.post(gateway.url + "/login", allow_redirects=False, timeout=10, data={
+    r = client.post(gateway.url + "/auth/login", allow_redirects=False, timeout=10, data={
         "username": "alice", "password": USERS["alice"].password,
         "csrf_token": token, "next": "/admin?tab=1"})
     assert r.status_code == 303, r.text[:500]
@@ -77,13 +77,13 @@ def test_form_login_returns_to_the_page_asked_for(gateway):
 
 def test_wrong_password_is_refused(gateway):
     client = requests.Session()
-    token = csrf_token(page(client, gateway.url + "/login").text)
-    r = client.post(gateway.url + "/login", allow_redirects=False, timeout=10, data={
+    token = csrf_token(page(client, gateway.url + "/auth/login").text)
+    r = client.post(gateway.url + "/auth/login", allow_redirects=False, timeout=10, data={
         "username": "alice", "password": "not-her-password", "csrf_token": token, "next": "/"})
     assert r.status_code == 401
     assert "Invalid username or password" in r.text
     assert COOKIE not in client.cookies
-    r = client.post(gateway.url + "/login", json={"username": "bob", "password": "nope"}, timeout=10)
+    r = client.post(gateway.url + "/auth/login", json={"username": "bob", "password": "nope"}, timeout=10)
     assert r.status_code == 401 and r.json()["error"] == "invalid_credentials"
 
 
@@ -112,7 +112,8 @@ def test_api_me_with_the_session(gateway, login):
         r = client.get(gateway.url + "/api/me", timeout=10)
         assert r.status_code == 200, r.text
         user = USERS[name]
-        assert r.json() == {"id": user.id, "username": user.username, "roles": user.roles}
+        assert r.json() == {"id": user.id, "username": user.username, "role": user.roles[0],
+                            "is_admin": name == "alice", "roles": user.roles}
 
 
 def test_api_without_session_is_401_json(gateway):
@@ -158,20 +159,20 @@ def test_logout_then_dashboard_redirects_to_login(gateway, login):
     r = client.post(gateway.url + "/logout", data={"csrf_token": csrf_token(r.text)},
                     allow_redirects=False, timeout=10)
     assert r.status_code == 303
-    assert r.headers["Location"] == "/login"
+    assert r.headers["Location"] == "/auth/login"
     assert COOKIE not in client.cookies, "the session cookie was not expired"
 
     r = page(client, gateway.url + "/")
     assert r.status_code == 302
-    assert r.headers["Location"] == "/login?next=%2F"
+    assert r.headers["Location"] == "/auth/login?next=%2F"
     # The old cookie is dead server-side too, not only forgotten by this client.
     r = page(requests.Session(), gateway.url + "/", cookies={COOKIE: old_cookie})
-    assert r.status_code == 302 and r.headers["Location"].startswith("/login")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/auth/login")
 
 
 # --- the app refuses anyone who goes around the gateway -------------------------------------
 
-ALICE_HEADERS = {"X-Auth-User": "alice", "X-Auth-User-Id": "1", "X-Auth-Roles": "admin,user"}
+ALICE_HEADERS = {"X-Auth-User": "alice", "X-Auth-User-Id": "1", "X-Auth-Roles": "admin"}
 
 
 def sign(secret, t, method, target, headers):
@@ -212,7 +213,7 @@ def test_client_identity_headers_do_not_survive_the_gateway(gateway, login):
              "X_Auth_Roles": "admin", "X-Auth-Assertion": "v1;t=0;sig=" + "0" * 64}
     r = bob.get(gateway.url + "/api/me", headers=spoof, timeout=10)
     assert r.status_code == 200
-    assert r.json() == {"id": "2", "username": "bob", "roles": ["user"]}
+    assert r.json() == {"id": "2", "username": "bob", "role": "user", "is_admin": False, "roles": ["user"]}
     r = page(bob, gateway.url + "/admin", headers=spoof)
     assert r.status_code == 403
 
