@@ -144,6 +144,10 @@ load_secrets() {
             } >"$RUN/secrets.env"
         )
     fi
+    # Added later than the others: a run folder from an older demo gets it too.
+    if ! grep -q '^APP_SECRET_KEY=' "$RUN/secrets.env"; then
+        echo "APP_SECRET_KEY=$(random_hex)" >>"$RUN/secrets.env"
+    fi
     set -a
     # shellcheck source=/dev/null
     . "$RUN/secrets.env"
@@ -183,7 +187,7 @@ start() {
     # The app trusts identity only with the gateway's assertion (GATEWAY_IDENTITY_SECRET).
     spawn app "$VENV/bin/gunicorn" --chdir "$ROOT/docker/app" --bind "$APP_ADDR" --workers 2 \
         --access-logfile - "app:create_app()"
-    wait_ready app "curl -fsS http://$APP_ADDR/health"
+    wait_ready app "curl -fsS http://$APP_ADDR/api/v1/health/basic"
 
     # Logs on stderr and audit events (JSON lines) on stdout, both into .demo/gateway.log.
     RUST_LOG=${RUST_LOG:-info} spawn gateway "$GATEWAY" run --config "$CONFIG"
@@ -194,7 +198,7 @@ start() {
 
   Demo running:  $GATEWAY_URL/
 
-  Sign in as     alice / alice-demo   (roles admin, user: can open /admin)
+  Sign in as     alice / alice-demo   (role admin: can open /admin)
             or   bob   / bob-demo     (role user: the app answers 403 on /admin)
 
   Try also       curl -i $GATEWAY_URL/api/me                     (401 without a session)

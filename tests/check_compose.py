@@ -160,3 +160,17 @@ def test_gateway_config_mounted(services):
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def test_paths_the_app_exempts_are_public_at_the_gateway():
+    """gateway_auth.EXEMPT_PATHS is the app's one list of paths served without an assertion;
+    the gateway sends no assertion only on its public paths, so each must be public there."""
+    import ast
+    import tomllib
+
+    source = (DOCKER / "app" / "gateway_auth.py").read_text()
+    exempt = next(ast.literal_eval(node.value) for node in ast.parse(source).body
+                  if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXEMPT_PATHS")
+    assert "/api/v1/health/" in exempt
+    public = tomllib.loads((DOCKER / "gateway.toml").read_text())["access"]["public"]
+    assert set(exempt) <= set(public), f"exempt in the app but not public at the gateway: {set(exempt) - set(public)}"

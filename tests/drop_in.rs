@@ -158,12 +158,34 @@ async fn the_apps_logout_ends_the_gateway_session_and_still_reaches_the_app() {
 
         assert_refused(&s.gw, &cookie, path).await;
     }
+    // Logging out again with the ended session: a browser lands on the login page.
+    let resp = client()
+        .post(s.gw.url("/auth/logout"))
+        .header("origin", s.gw.origin())
+        .header("accept", BROWSER_ACCEPT)
+        .header(
+            "cookie",
+            session_cookie_header(&api_login_cookie(&s.gw, "bob", "bob-password").await),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client()
+        .post(s.gw.url("/auth/logout"))
+        .header("origin", s.gw.origin())
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/auth/login");
     let events = stdout_events(&s.gw);
     let app_logouts = events
         .iter()
         .filter(|e| e["event"] == "logout" && e["reason"] == "app_logout")
         .count();
-    assert_eq!(app_logouts, 2, "{events:?}");
+    assert_eq!(app_logouts, 3, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

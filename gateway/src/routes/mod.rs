@@ -91,7 +91,13 @@ fn method_not_allowed(allow: &str) -> Reply {
 /// "Sign in first": browsers are sent to the login page and come back afterwards; API clients
 /// get a 401 they can act on. A cookie that failed is cleared so the browser stops sending it.
 pub fn unauthenticated(app: &App, req: &RequestHeader, clear_cookie: bool) -> Reply {
-    let reply = if is_page_navigation(req) {
+    // Someone whose session already ended clicks the app's "Log out": they are signed out
+    // already, so the login page is the answer they expect, not an error.
+    let logging_out =
+        req.method == Method::POST && prefers_html(req) && app.config.is_app_logout(req.uri.path());
+    let reply = if logging_out {
+        Reply::redirect(303, &app.config.login.path)
+    } else if is_page_navigation(req) {
         let next: String =
             form_urlencoded::byte_serialize(path_and_query(req).as_bytes()).collect();
         Reply::redirect(302, &format!("{}?next={next}", app.config.login.path))
