@@ -36,7 +36,7 @@ KEEP_TMP="${KEEP_TMP:-}"
 BENCH_PATH="/bench"
 BENCH_USER="bench"
 BENCH_PASSWORD="bench-password"
-COOKIE_NAME="whalefall_session"
+COOKIE_NAME="gateway_session"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RESULTS_DIR="$ROOT/benches/results"
