@@ -315,18 +315,22 @@ async fn cors_preflights_reach_the_app_without_a_session() {
     assert_eq!(s.upstream.request_count(), 1);
 }
 
+/// The login page as a browser preferring `accept_language` gets it.
+async fn login_page_in(gw: &Gateway, accept_language: &str) -> String {
+    let resp = client()
+        .get(gw.url("/auth/login"))
+        .header("accept-language", accept_language)
+        .send()
+        .await
+        .expect("GET /auth/login");
+    assert_eq!(resp.status(), 200);
+    resp.text().await.expect("login page body")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_speak_chinese_when_the_browser_asks() {
     let s = drop_in_stack().await;
-    let zh = client()
-        .get(s.gw.url("/auth/login"))
-        .header("accept-language", "zh-CN,zh;q=0.9,en;q=0.8")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let zh = login_page_in(&s.gw, "zh-CN,zh;q=0.9,en;q=0.8").await;
     for text in [
         "<html lang=\"zh-CN\">",
         "<title>登录</title>",
@@ -335,18 +339,10 @@ async fn pages_speak_chinese_when_the_browser_asks() {
     ] {
         assert!(zh.contains(text), "{text} missing from:\n{zh}");
     }
-    let en = client()
-        .get(s.gw.url("/auth/login"))
-        .header("accept-language", "en-GB,en;q=0.9")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let en = login_page_in(&s.gw, "en-GB,en;q=0.9").await;
     assert!(en.contains("<title>Sign in</title>"), "{en}");
 
-    // A wrong password, in Chinese, from the JSON API as well as the form.
+    // A wrong password, in Chinese, from the JSON API too; the code stays the same.
     let resp = client()
         .post(s.gw.url("/api/v1/auth/login"))
         .header("accept-language", "zh-CN")
