@@ -32,7 +32,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::{App, Presented};
-use crate::audit::AuditEvent;
 use crate::errors::http_status;
 use crate::http::cookies;
 use crate::http::forward::{set_forwarded, set_identity, strip_identity_headers};
@@ -128,17 +127,12 @@ impl ProxyHttp for Gateway {
                     && app.config.is_app_logout(&path)
                     && same_origin(req)
                 {
-                    if let Err(e) = app.store.delete(&live).await {
+                    if let Err(e) = routes::end_for_app_logout(app, &live, &origin).await {
                         log::error!("app logout could not end the gateway session: {e}");
                         ctx.outcome = Outcome::StoreUnavailable;
                         routes::store_unavailable(app, req).send(session).await?;
                         return Ok(true);
                     }
-                    app.audit.record(
-                        AuditEvent::new("logout", "user", &origin)
-                            .session(&live)
-                            .reason("app_logout"),
-                    );
                     ctx.ended_by_app_logout = true;
                 }
                 ctx.session = Some(live);

@@ -1,5 +1,6 @@
 //! `GET /logout` (a confirmation page: link prefetchers must not sign anyone out) and
-//! `POST /logout` (ends this session, or with `scope=all` every session of the user).
+//! `POST /logout` (ends this session, or with `scope=all` every session of the user), and the
+//! gateway's half of the app's own logout.
 
 use std::sync::Arc;
 
@@ -99,6 +100,22 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
         "set-cookie",
         app.cookies.expired(&app.config.session.cookie_name),
     )
+}
+
+/// The app's own logout (`[login] app_logout_paths`) ends this gateway session too; the
+/// request then goes on to the app, so this answers nothing itself.
+pub async fn end_for_app_logout(
+    app: &App,
+    live: &LiveSession,
+    origin: &Origin,
+) -> Result<(), crate::errors::StoreError> {
+    app.store.delete(live).await?;
+    app.audit.record(
+        AuditEvent::new("logout", "user", origin)
+            .session(live)
+            .reason("app_logout"),
+    );
+    Ok(())
 }
 
 /// "Sign out everywhere": every session of the user behind `live`.

@@ -6,6 +6,7 @@ mod login;
 mod logout;
 mod sessions;
 
+pub use logout::end_for_app_logout;
 pub use sessions::{session_json, sessions_json, timestamp};
 
 use std::sync::Arc;
