@@ -189,6 +189,36 @@ async fn the_apps_logout_ends_the_gateway_session_and_still_reaches_the_app() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_logout_the_app_refuses_does_not_end_the_session() {
+    // The echo app answers /status/NNN with NNN: a logout path whose app refuses it (e.g. an
+    // expired CSRF token), and one whose app redirects after logging out.
+    let s = Stack::start_with(|c| {
+        whalefall(c).replace(
+            "app_logout_paths = [\"/auth/logout\", \"/api/v1/auth/logout\"]",
+            "app_logout_paths = [\"/status/400\", \"/status/302\"]",
+        )
+    })
+    .await;
+    let cookie = api_login_cookie(&s.gw, "alice", "alice-password").await;
+    let logout = |path: &'static str| {
+        client()
+            .post(s.gw.url(path))
+            .header("origin", s.gw.origin())
+            .header("cookie", session_cookie_header(&cookie))
+            .send()
+    };
+    let resp = logout("/status/400").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(set_cookie_header(&resp, COOKIE_NAME).is_none());
+    assert_live(&s.gw, &cookie, "alice", "after a refused logout").await;
+
+    let resp = logout("/status/302").await.unwrap();
+    assert_eq!(resp.status(), 302);
+    assert!(set_cookie_header(&resp, COOKIE_NAME).is_some_and(|c| c.contains("Max-Age=0")));
+    assert_refused(&s.gw, &cookie, "after the app redirected from its logout").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cross_site_post_to_the_apps_logout_does_not_end_the_session() {
     let s = drop_in_stack().await;
     let cookie = api_login_cookie(&s.gw, "alice", "alice-password").await;
@@ -342,7 +372,17 @@ async fn pages_speak_chinese_when_the_browser_asks() {
     let en = login_page_in(&s.gw, "en-GB,en;q=0.9").await;
     assert!(en.contains("<title>Sign in</title>"), "{en}");
 
-    // A wrong password, in Chinese, from the JSON API too; the code stays the same.
+    // Errors in Chinese from the JSON API too; the codes stay the same.
+    let resp = client()
+        .get(s.gw.url("/api/v1/instances"))
+        .header("accept-language", "zh-CN")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unauthenticated", "{body}");
+    assert_eq!(body["message"], "请先登录。", "{body}");
     let resp = client()
         .post(s.gw.url("/api/v1/auth/login"))
         .header("accept-language", "zh-CN")

@@ -15,7 +15,7 @@ import os
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, g, jsonify, redirect, render_template, request, url_for
+from flask import Flask, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from flask_login import (LoginManager, UserMixin, current_user, login_required, login_url, login_user,
                          logout_user)
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
@@ -169,6 +169,7 @@ def create_app(identity_secret=None, max_skew=None):
     @login_required
     def auth_logout():
         logout_user()
+        flash("You have been logged out.")  # WhaleFall says so on its login page
         return redirect(url_for("auth_login"))
 
     # --- JSON API ----------------------------------------------------------------------------

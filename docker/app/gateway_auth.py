@@ -20,8 +20,9 @@ user would win; init_app replaces that loader instead, so it does not matter whi
 touches ``current_user`` first. Old login state in those cookies is ignored and cleared.
 """
 import hashlib, hmac, os, re, time
-from urllib.parse import quote
-from flask import Response, g, request, session
+from urllib.parse import quote, urlsplit
+from flask import Response, g, request, session, url_for
+from werkzeug.routing import BuildError
 from flask_login import UserMixin
 
 EXEMPT_PATHS = ("/api/v1/health/", "/static/", "/favicon.ico", "/api/v1/auth/csrf-token")
@@ -113,9 +114,25 @@ def init_app(app, login_manager, load_user=None, exempt=EXEMPT_PATHS, secret=Non
     app.before_request_funcs.setdefault(None, []).insert(0, require_gateway)
 
     @app.after_request
-    def drop_remember_cookie(response):
+    def forget_legacy_state(response):
         name = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
         if name in request.cookies:
             response.delete_cookie(name, domain=app.config.get("REMEMBER_COOKIE_DOMAIN"),
                                    path=app.config.get("REMEMBER_COOKIE_PATH", "/"))
+        # The gateway serves the app's login page and never shows the app's flashed messages;
+        # one flashed on the way there ("logged out", "please log in") would surface later.
+        if response.status_code in (301, 302, 303, 307, 308) and "_flashes" in session:
+            target = urlsplit(response.location or "").path
+            if target and target == _login_path(login_manager):
+                session.pop("_flashes", None)
         return response
+
+
+def _login_path(login_manager):
+    view = login_manager.login_view
+    if not isinstance(view, str):
+        return None
+    try:
+        return url_for(view)
+    except BuildError:
+        return None

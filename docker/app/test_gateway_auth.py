@@ -353,3 +353,40 @@ def test_without_user_loader_the_gateway_user_is_used():
     assert r.get_json()["role"] == "user" and r.get_json()["is_admin"] is False
     assert client.get("/who", headers=signed(NOBODY, target="/who")).get_json() == {"user": None}
     assert client.get("/who", headers=BOB).status_code == 403
+
+
+def test_a_message_flashed_on_the_way_to_login_does_not_linger(client):
+    # The gateway serves /auth/login and never shows the app's flashes, so "logged out" would
+    # otherwise greet the user on their first page after signing in again.
+    page = client.get("/", headers=signed(BOB)).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
+    r = client.post("/auth/logout", data={"csrf_token": token}, headers=signed(BOB, "POST", "/auth/logout"))
+    assert r.status_code == 302 and r.location.endswith("/auth/login")
+    with client.session_transaction() as session:
+        assert "_flashes" not in session
+
+
+def test_flashes_before_other_redirects_are_kept():
+    app = Flask("flashy")
+    app.secret_key = "flashy"
+    lm = LoginManager(app)
+    lm.login_view = "login"
+    gateway_auth.init_app(app, lm, secret=SECRET, max_skew=60)
+
+    @app.get("/login")
+    def login():
+        return "the gateway serves this"
+
+    @app.get("/save/<where>")
+    def save(where):
+        from flask import flash, redirect, url_for
+        flash("saved")
+        return redirect(url_for("login") if where == "login" else "/elsewhere")
+
+    client = app.test_client()
+    client.get("/save/elsewhere", headers=signed({}, target="/save/elsewhere"))
+    with client.session_transaction() as session:
+        assert session.get("_flashes") == [("message", "saved")]
+    client.get("/save/login", headers=signed({}, target="/save/login"))
+    with client.session_transaction() as session:
+        assert "_flashes" not in session

@@ -114,6 +114,19 @@ pub struct Texts {
     pub sign_in_unavailable: &'static str,
     pub request_refused: &'static str,
     pub not_from_this_site: &'static str,
+    // Messages of JSON errors (their codes are fixed; see the module doc).
+    pub sign_in_first: &'static str,
+    pub method_not_allowed: &'static str,
+    pub body_too_large: &'static str,
+    pub body_unreadable: &'static str,
+    pub cross_site_refused: &'static str,
+    pub sessions_unavailable: &'static str,
+    pub users_unavailable: &'static str,
+    pub dot_segments: &'static str,
+    pub which_session: &'static str,
+    pub expected_credentials: &'static str,
+    pub post_json: &'static str,
+    pub post_form_or_json: &'static str,
 }
 
 impl Texts {
@@ -166,6 +179,18 @@ pub static EN: Texts = Texts {
     sign_in_unavailable: "Sign-in is briefly unavailable. Please try again in a moment.",
     request_refused: "Request refused",
     not_from_this_site: "This form was not submitted from this site.",
+    sign_in_first: "Sign in first.",
+    method_not_allowed: "Method not allowed.",
+    body_too_large: "Request body too large.",
+    body_unreadable: "Request body unreadable.",
+    cross_site_refused: "Cross-site request refused.",
+    sessions_unavailable: "Sessions cannot be checked right now; retry shortly.",
+    users_unavailable: "Users cannot be checked right now; retry shortly.",
+    dot_segments: "Paths with . or .. segments are refused.",
+    which_session: "Which session? (field `handle`)",
+    expected_credentials: "Expected {\"username\": ..., \"password\": ...}.",
+    post_json: "Post application/json.",
+    post_form_or_json: "Post a form or application/json.",
 };
 
 pub static ZH_CN: Texts = Texts {
@@ -203,6 +228,18 @@ pub static ZH_CN: Texts = Texts {
     sign_in_unavailable: "登录服务暂时不可用，请稍后再试。",
     request_refused: "请求被拒绝",
     not_from_this_site: "该表单并非从本站提交。",
+    sign_in_first: "请先登录。",
+    method_not_allowed: "不支持该请求方法。",
+    body_too_large: "请求体过大。",
+    body_unreadable: "无法读取请求体。",
+    cross_site_refused: "已拒绝跨站请求。",
+    sessions_unavailable: "暂时无法校验会话，请稍后重试。",
+    users_unavailable: "暂时无法校验用户，请稍后重试。",
+    dot_segments: "拒绝包含 . 或 .. 路径段的请求。",
+    which_session: "要结束哪个会话？（字段 `handle`）",
+    expected_credentials: "请求体应为 {\"username\": ..., \"password\": ...}。",
+    post_json: "请以 application/json 提交。",
+    post_form_or_json: "请以表单或 application/json 提交。",
 };
 
 #[cfg(test)]

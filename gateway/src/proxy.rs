@@ -7,8 +7,8 @@
 //!    cookie's signature is checked (no Redis for forgeries), then Redis is asked once. No
 //!    session → 302 to login (page navigations) or 401; Redis down → 503 with `Retry-After`.
 //!    CORS preflights go on like public paths: browsers never send credentials with them.
-//!    A same-origin POST to one of the app's own logout paths ends the gateway session here,
-//!    then goes on to the app so it can clear its own state.
+//!    A same-origin POST to one of the app's own logout paths goes on to the app, marked so
+//!    that the gateway session ends once the app has accepted the logout.
 //! 2. `upstream_peer`: the next healthy upstream, round robin.
 //! 3. `upstream_request_filter`: client-sent `X-Auth-*` headers are removed (always, public
 //!    paths included), the gateway's identity headers set, its own cookies and the legacy
@@ -16,7 +16,8 @@
 //! 4. Bodies stream both ways untouched.
 //! 5. `response_filter`: the app may not set the gateway's cookies (an app whose session
 //!    cookie shared the name would sign the user out); legacy cookies the browser sent are
-//!    cleared; an app logout also expires the gateway's cookie. While draining (after
+//!    cleared; a logout the app accepted (2xx/3xx) ends the gateway session and expires its
+//!    cookie. While draining (after
 //!    SIGTERM), responses close their connection.
 //! 6. `fail_to_proxy`: any error becomes a status and a small page (HTML or JSON).
 //! 7. `logging`: one metric per request by outcome.
@@ -56,8 +57,9 @@ pub struct RequestCtx {
     session: Option<LiveSession>,
     /// Which of `App::hidden_cookies` the request carried (bit i = name i).
     hidden_cookies_sent: u64,
-    /// The app's logout ended the gateway session: expire its cookie in the app's answer.
-    ended_by_app_logout: bool,
+    /// A same-origin POST to one of the app's logout paths: if the app accepts it, the gateway
+    /// session ends too.
+    app_logout: bool,
     outcome: Outcome,
 }
 
@@ -80,7 +82,7 @@ impl ProxyHttp for Gateway {
             peer_is_trusted: false,
             session: None,
             hidden_cookies_sent: 0,
-            ended_by_app_logout: false,
+            app_logout: false,
             outcome: Outcome::Proxied,
         }
     }
@@ -103,7 +105,8 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path().to_string();
         if has_dot_segments(&path) {
             ctx.outcome = Outcome::BadRequest;
-            Reply::json_error(400, "bad_path", "paths with . or .. segments are refused")
+            let message = app.texts(session.req_header()).dot_segments;
+            Reply::json_error(400, "bad_path", message)
                 .send(session)
                 .await?;
             return Ok(true);
@@ -121,20 +124,12 @@ impl ProxyHttp for Gateway {
         let (reply, outcome) = match app.presented_session(session.req_header(), &origin).await {
             Ok(Presented::Live(live)) => {
                 let req = session.req_header();
-                // The app's logout form carries the app's CSRF token, not ours, so the origin
-                // check is what keeps another site from signing the user out.
-                if req.method == http::Method::POST
+                // The app's logout form carries the app's CSRF token, not ours: the app decides
+                // whether this is a real logout (its answer, in `response_filter`), and the
+                // origin check keeps another site from ever ending the session.
+                ctx.app_logout = req.method == http::Method::POST
                     && app.config.is_app_logout(&path)
-                    && same_origin(req)
-                {
-                    if let Err(e) = routes::end_for_app_logout(app, &live, &origin).await {
-                        log::error!("app logout could not end the gateway session: {e}");
-                        ctx.outcome = Outcome::StoreUnavailable;
-                        routes::store_unavailable(app, req).send(session).await?;
-                        return Ok(true);
-                    }
-                    ctx.ended_by_app_logout = true;
-                }
+                    && same_origin(req);
                 ctx.session = Some(live);
                 return Ok(false);
             }
@@ -276,9 +271,23 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if ctx.ended_by_app_logout {
-            let name = &app.config.session.cookie_name;
-            response.append_header("set-cookie", app.cookies.expired(name))?;
+        if let (true, Some(live)) = (ctx.app_logout, &ctx.session) {
+            // Only a logout the app carried out (2xx/3xx) ends ours: a refused one (say, its
+            // CSRF token expired) leaves the user signed in everywhere, as they were.
+            if (200..400).contains(&response.status.as_u16()) {
+                let req = session.req_header();
+                let ip = client_ip(ctx.peer, req, &app.config.server.trusted_proxies);
+                let origin = app.origin(ip, req);
+                match routes::end_for_app_logout(app, live, &origin).await {
+                    Ok(()) => {
+                        let name = &app.config.session.cookie_name;
+                        response.append_header("set-cookie", app.cookies.expired(name))?;
+                    }
+                    Err(e) => log::error!(
+                        "the app logged the user out but the gateway session could not be ended: {e}"
+                    ),
+                }
+            }
         }
         // While draining, every response closes its connection, so clients reconnect (through
         // the load balancer, to another instance) instead of reusing this one.

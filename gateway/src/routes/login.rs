@@ -144,7 +144,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
                     shape,
                     400,
                     "bad_request",
-                    "expected {\"username\": ..., \"password\": ...}",
+                    texts.expected_credentials,
                     ("", ""),
                 )
             }
@@ -169,9 +169,9 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
         }
     } else {
         let wanted = if api {
-            "post application/json"
+            texts.post_json
         } else {
-            "post a form or application/json"
+            texts.post_form_or_json
         };
         return Reply::json_error(415, "unsupported_media_type", wanted);
     };

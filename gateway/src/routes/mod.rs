@@ -22,6 +22,7 @@ use crate::http::request::{
     is_page_navigation, path_and_query, prefers_html, read_body, same_origin, wants_json,
     BodyError, MAX_OWN_BODY,
 };
+use crate::i18n::Texts;
 use crate::pages;
 
 /// Path of the load balancer's health check on the public listener.
@@ -69,9 +70,9 @@ pub async fn serve(app: &Arc<App>, route: Route, session: &mut Session, origin: 
         (Route::Logout, Method::POST) => logout::submit(app, session, origin).await,
         (Route::Sessions, Method::GET | Method::HEAD) => sessions::list(app, session, origin).await,
         (Route::Sessions, Method::POST) => sessions::end_one(app, session, origin).await,
-        (Route::Health, _) => method_not_allowed("GET, HEAD"),
-        (Route::ApiLogin, _) => method_not_allowed("POST"),
-        _ => method_not_allowed("GET, HEAD, POST"),
+        (Route::Health, _) => method_not_allowed(app, session.req_header(), "GET, HEAD"),
+        (Route::ApiLogin, _) => method_not_allowed(app, session.req_header(), "POST"),
+        _ => method_not_allowed(app, session.req_header(), "GET, HEAD, POST"),
     }
 }
 
@@ -85,8 +86,9 @@ async fn health(app: &App) -> Reply {
     }
 }
 
-fn method_not_allowed(allow: &str) -> Reply {
-    Reply::json_error(405, "method_not_allowed", "method not allowed").header("allow", allow)
+fn method_not_allowed(app: &App, req: &RequestHeader, allow: &str) -> Reply {
+    let message = app.texts(req).method_not_allowed;
+    Reply::json_error(405, "method_not_allowed", message).header("allow", allow)
 }
 
 /// "Sign in first": browsers are sent to the login page and come back afterwards; API clients
@@ -103,7 +105,7 @@ pub fn unauthenticated(app: &App, req: &RequestHeader, clear_cookie: bool) -> Re
             form_urlencoded::byte_serialize(path_and_query(req).as_bytes()).collect();
         Reply::redirect(302, &format!("{}?next={next}", app.config.login.path))
     } else {
-        Reply::json_error(401, "unauthenticated", "sign in first")
+        Reply::json_error(401, "unauthenticated", app.texts(req).sign_in_first)
             .header("www-authenticate", "Cookie realm=\"gateway\"")
     };
     if clear_cookie {
@@ -119,23 +121,15 @@ pub fn unauthenticated(app: &App, req: &RequestHeader, clear_cookie: bool) -> Re
 /// The session store is down: the user may well be signed in, so this is neither a 401 nor a
 /// redirect to login, but a 503 the client can retry.
 pub fn store_unavailable(app: &App, req: &RequestHeader) -> Reply {
-    temporarily_unavailable(
-        app,
-        req,
-        "session_store_unavailable",
-        "sessions cannot be checked right now; retry shortly",
-    )
+    let message = app.texts(req).sessions_unavailable;
+    temporarily_unavailable(app, req, "session_store_unavailable", message)
 }
 
 /// The credential source (e.g. the app's database) is down: a login that cannot be checked is
 /// not a wrong password, so this is a 503 the user can retry.
 pub fn credentials_unavailable(app: &App, req: &RequestHeader) -> Reply {
-    temporarily_unavailable(
-        app,
-        req,
-        "credentials_unavailable",
-        "users cannot be checked right now; retry shortly",
-    )
+    let message = app.texts(req).users_unavailable;
+    temporarily_unavailable(app, req, "credentials_unavailable", message)
 }
 
 fn temporarily_unavailable(app: &App, req: &RequestHeader, code: &str, message: &str) -> Reply {
@@ -161,23 +155,26 @@ async fn own_post_body(app: &App, session: &mut Session) -> Result<bytes::Bytes,
     if !same_origin(session.req_header()) {
         return Err(cross_site(app, session.req_header()));
     }
-    read_body(session, MAX_OWN_BODY).await.map_err(bad_body)
+    let texts = app.texts(session.req_header());
+    read_body(session, MAX_OWN_BODY)
+        .await
+        .map_err(|e| bad_body(texts, e))
 }
 
 /// A body the gateway could not or would not read.
-fn bad_body(error: BodyError) -> Reply {
+fn bad_body(texts: &Texts, error: BodyError) -> Reply {
     match error {
-        BodyError::TooLarge => Reply::json_error(413, "body_too_large", "request body too large"),
-        BodyError::Unreadable => Reply::json_error(400, "bad_request", "request body unreadable"),
+        BodyError::TooLarge => Reply::json_error(413, "body_too_large", texts.body_too_large),
+        BodyError::Unreadable => Reply::json_error(400, "bad_request", texts.body_unreadable),
     }
 }
 
 /// A post from another site, refused.
 pub fn cross_site(app: &App, req: &RequestHeader) -> Reply {
+    let texts = app.texts(req);
     if wants_json(req) || !prefers_html(req) {
-        Reply::json_error(403, "cross_site_request", "cross-site request refused")
+        Reply::json_error(403, "cross_site_request", texts.cross_site_refused)
     } else {
-        let texts = app.texts(req);
         Reply::html(
             403,
             pages::error(texts, texts.request_refused, texts.not_from_this_site),

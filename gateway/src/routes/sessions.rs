@@ -94,7 +94,7 @@ pub async fn end_one(app: &Arc<App>, session: &mut Session, origin: &Origin) -> 
         return cross_site(app, req);
     }
     let Some(handle) = fields.get("handle").and_then(|h| Handle::parse(h)) else {
-        return Reply::json_error(400, "bad_request", "which session? (field `handle`)");
+        return Reply::json_error(400, "bad_request", app.texts(req).which_session);
     };
     let target = match app.store.get(&handle).await {
         Ok(t) => t,
