@@ -23,10 +23,10 @@ use pingora::protocols::http::ServerSession;
 use sha2::Sha256;
 
 use crate::app::App;
-use crate::audit::Origin;
 use crate::errors::StoreError;
+use crate::http::request::Origin;
 use crate::operator;
-use crate::routes::sessions_json;
+use crate::session::view::sessions_json;
 use crate::session::Handle;
 
 pub struct AdminApi {
@@ -84,7 +84,7 @@ impl ServeHttp for AdminApi {
             (Method::GET, "/readyz") => {
                 if app.is_draining() {
                     reply(503, "text/plain", b"draining\n".to_vec())
-                } else if app.store.redis().ping().await.is_ok() {
+                } else if app.store.ping().await.is_ok() {
                     reply(200, "text/plain", b"ready\n".to_vec())
                 } else {
                     reply(503, "text/plain", b"session store unavailable\n".to_vec())

@@ -1,5 +1,6 @@
-//! [`App`]: everything a request needs, built once from the validated config, plus the one
-//! question every request asks: which session, if any, does it present?
+//! [`App`]: wiring only. Everything a request needs, built once from the validated config: the
+//! session store and throttle over their Redis backends (or, in unit tests, over memory and a
+//! settable clock: [`Parts`]), the credential sources, the audit trail, metrics and keys.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,32 +8,37 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
-use crate::audit::{Audit, AuditEvent, Origin};
+use crate::audit::{Audit, EventStream, RedisStream};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::credentials::Authenticator;
 use crate::database::UserDatabase;
 use crate::env::Environment;
-use crate::errors::{ConfigError, StoreError};
-use crate::http::cookies::{self, CookiePolicy};
+use crate::errors::ConfigError;
+use crate::http::cookies::CookiePolicy;
+use crate::http::request::Origin;
 use crate::i18n::Texts;
 use crate::identity::AssertionSigner;
 use crate::metrics::Metrics;
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
-use crate::session::store::Lookup;
-use crate::session::{now_ms, Keys, LiveSession, SessionStore};
-use crate::throttle::LoginThrottle;
+use crate::session::backend::{RedisBackend, SessionBackend};
+use crate::session::{Keys, SessionGate, SessionStore};
+use crate::throttle::{FailureCounters, LoginThrottle, RedisCounters};
 use crate::users::UserTable;
 
 pub struct App {
     pub config: Config,
+    pub clock: Arc<dyn Clock>,
     pub keys: Keys,
     pub cookies: CookiePolicy,
-    pub store: SessionStore,
+    pub store: Arc<SessionStore>,
     pub auth: Authenticator,
     pub throttle: LoginThrottle,
     pub metrics: Metrics,
     pub audit: Audit,
+    /// The shared Redis connection, for the operator commands that read it directly.
+    pub redis: Arc<SharedRedis>,
     pub login_template: String,
     /// Signs identity assertions for the app, when `[identity]` is configured.
     pub signer: Option<AssertionSigner>,
@@ -45,21 +51,46 @@ pub struct App {
     pub draining: AtomicBool,
 }
 
-/// What a request's cookie amounts to.
-pub enum Presented {
-    /// No session cookie at all.
-    Nothing,
-    /// A cookie that is not one we issued (forged, damaged, from another secret).
-    Forged,
-    /// A genuine cookie whose session is gone (logged out, revoked, expired).
-    Ended,
-    Live(LiveSession),
+/// The replaceable parts: what production takes from Redis and the system clock, and unit
+/// tests from memory and a clock they set.
+pub struct Parts {
+    pub clock: Arc<dyn Clock>,
+    pub sessions: Arc<dyn SessionBackend>,
+    pub counters: Arc<dyn FailureCounters>,
+    pub events: Arc<dyn EventStream>,
 }
 
 impl App {
     /// Builds the gateway from its config: reads the users file and login template, prepares
     /// (but does not open) the Redis connection, starts the audit writer. Start-up only.
     pub fn new(config: Config, env: &dyn Environment) -> Result<Arc<App>, ConfigError> {
+        let metrics = Metrics::new();
+        let redis = Arc::new(
+            SharedRedis::new(&config.redis, metrics.clone())
+                .map_err(|e| ConfigError::single("[redis] url", e))?,
+        );
+        let prefix = &config.redis.key_prefix;
+        let parts = Parts {
+            clock: Arc::new(SystemClock),
+            sessions: Arc::new(RedisBackend::new(redis.clone(), prefix)),
+            counters: Arc::new(RedisCounters::new(redis.clone())),
+            events: Arc::new(RedisStream::new(
+                redis.clone(),
+                prefix,
+                config.audit.stream_max_len,
+            )),
+        };
+        App::with_parts(config, env, parts, redis, metrics)
+    }
+
+    /// Builds the gateway over the given parts.
+    pub fn with_parts(
+        config: Config,
+        env: &dyn Environment,
+        parts: Parts,
+        redis: Arc<SharedRedis>,
+        metrics: Metrics,
+    ) -> Result<Arc<App>, ConfigError> {
         let users = match &config.login.users_file {
             Some(path) => UserTable::load(path, env)?,
             None => UserTable::default(),
@@ -77,24 +108,24 @@ impl App {
             ),
             None => None,
         };
-        let metrics = Metrics::new();
-        let redis = Arc::new(
-            SharedRedis::new(&config.redis, metrics.clone())
-                .map_err(|e| ConfigError::single("[redis] url", e))?,
-        );
-        let audit = Audit::start(&config.audit, redis.clone(), &config.redis.key_prefix)
+        let audit = Audit::start(&config.audit, parts.events)
             .map_err(|e| ConfigError::single("[audit] file", format!("cannot open: {e}")))?;
         let throttle = LoginThrottle::new(
-            redis.clone(),
+            parts.counters,
             &config.redis.key_prefix,
             &config.login.throttle,
         );
-        let store = SessionStore::new(redis, &config.redis.key_prefix, &config.session);
+        let store = Arc::new(SessionStore::new(
+            parts.sessions,
+            parts.clock.clone(),
+            &config.session,
+        ));
         let own_cookies = vec![
             config.session.cookie_name.clone(),
             format!("{}_csrf", config.session.cookie_name),
         ];
         Ok(Arc::new(App {
+            clock: parts.clock,
             keys: Keys::derive(&config.session.secret),
             cookies: CookiePolicy {
                 secure: config.session.cookie_secure,
@@ -104,6 +135,7 @@ impl App {
             throttle,
             metrics,
             audit,
+            redis,
             login_template,
             draining: AtomicBool::new(false),
             signer: config
@@ -129,57 +161,18 @@ impl App {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// The session the request's cookie names, checked against Redis (one `GET`). A forged
-    /// cookie is refused without asking Redis. Sliding the idle timeout is done here too, at
-    /// most once per touch interval and off the request's path.
-    pub async fn presented_session(
-        self: &Arc<Self>,
-        req: &RequestHeader,
-        origin: &Origin,
-    ) -> Result<Presented, StoreError> {
-        let values = cookies::values(&req.headers, &self.config.session.cookie_name);
-        if values.is_empty() {
-            return Ok(Presented::Nothing);
-        }
-        // A browser may hold several cookies of the same name (e.g. set for different paths);
-        // only the first few are tried, so junk cannot make us do unbounded work.
-        let Some(id) = values.iter().take(4).find_map(|v| self.keys.open(v)) else {
-            self.audit.record_limited(
-                AuditEvent::new("cookie_rejected", "gateway", origin).reason("bad_signature"),
-            );
-            return Ok(Presented::Forged);
-        };
-        match self.store.lookup(&id).await? {
-            Lookup::Missing => Ok(Presented::Ended),
-            Lookup::Expired { handle, session } => {
-                let event = AuditEvent::new("session_expired", "gateway", origin);
-                self.audit.record(match &session {
-                    Some(session) => event.session(session),
-                    None => event.handle(&handle),
-                });
-                Ok(Presented::Ended)
-            }
-            Lookup::Live(session) => {
-                let now = now_ms();
-                if self.store.claim_touch(&session, now) {
-                    let app = self.clone();
-                    let touched = session.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = app.store.touch(&touched, now).await {
-                            log::warn!("could not slide session idle timeout: {e}");
-                        }
-                    });
-                }
-                Ok(Presented::Live(session))
-            }
+    /// Which session, if any, a request presents.
+    pub fn sessions(&self) -> SessionGate<'_> {
+        SessionGate {
+            cookie_name: &self.config.session.cookie_name,
+            keys: &self.keys,
+            store: &self.store,
+            audit: &self.audit,
         }
     }
 
     /// The request's origin for the audit trail and the session record.
     pub fn origin(&self, client_ip: Option<IpAddr>, req: &RequestHeader) -> Origin {
-        Origin {
-            ip: client_ip,
-            user_agent: req.headers.get("user-agent").cloned(),
-        }
+        Origin::of(client_ip, req)
     }
 }

@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSettings, AuditSink};
+use crate::http::request::Origin;
 use crate::redis_conn::SharedRedis;
-use crate::session::{now_ms, Handle, LiveSession};
+use crate::session::{Handle, LiveSession};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -39,28 +42,6 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     /// Who acted: "user", "admin" or "gateway".
     pub actor: &'static str,
-}
-
-/// Where a request came from, for the record. Cheap to build on every request: the strings
-/// are only made when an event or a session record needs them.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    /// `None` for the command line.
-    pub ip: Option<std::net::IpAddr>,
-    pub user_agent: Option<http::HeaderValue>,
-}
-
-impl Origin {
-    pub fn ip_text(&self) -> String {
-        self.ip
-            .map_or_else(|| "local".to_string(), |ip| ip.to_string())
-    }
-
-    /// The user agent as text, cut to a length worth keeping.
-    pub fn user_agent_text(&self) -> String {
-        let raw = self.user_agent.as_ref().map_or(&[][..], |v| v.as_bytes());
-        String::from_utf8_lossy(raw).chars().take(256).collect()
-    }
 }
 
 impl AuditEvent {
@@ -117,7 +98,7 @@ fn event_id() -> String {
     let _ = getrandom::fill(&mut random);
     format!(
         "{:x}-{:x}-{}",
-        now_ms(),
+        SystemClock.now_ms(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
         hex::encode(random)
     )
@@ -126,24 +107,117 @@ fn event_id() -> String {
 /// Cap for [`Audit::record_limited`].
 pub const LIMITED_PER_SECOND: u64 = 20;
 
+/// The shared copy of the trail that every instance appends to and `gateway audit tail` reads:
+/// a capped Redis stream in production, a list in memory in unit tests.
+#[async_trait]
+pub trait EventStream: Send + Sync {
+    /// Appends one JSON line without waiting (the request must not).
+    fn append(&self, line: String);
+    /// Appends one JSON line and waits for it (one-shot CLI commands).
+    async fn append_and_wait(&self, line: String);
+}
+
+/// `XADD {prefix}audit MAXLEN ~ N * event <line>`.
+pub struct RedisStream {
+    redis: Arc<SharedRedis>,
+    key: String,
+    max_len: u64,
+}
+
+impl RedisStream {
+    pub fn new(redis: Arc<SharedRedis>, key_prefix: &str, max_len: u64) -> RedisStream {
+        RedisStream {
+            redis,
+            key: format!("{key_prefix}audit"),
+            max_len,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn xadd(&self, line: String) -> redis::Cmd {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*")
+            .arg("event")
+            .arg(line);
+        xadd
+    }
+}
+
+#[async_trait]
+impl EventStream for RedisStream {
+    fn append(&self, line: String) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let redis = self.redis.clone();
+        let xadd = self.xadd(line);
+        tokio::spawn(async move {
+            if let Err(e) = redis.query::<String>(xadd).await {
+                log::warn!("audit event not written to redis: {e}");
+            }
+        });
+    }
+
+    async fn append_and_wait(&self, line: String) {
+        if let Err(e) = self.redis.query::<String>(self.xadd(line)).await {
+            log::warn!("audit event not written to redis: {e}");
+        }
+    }
+}
+
+/// The stream as a list, for unit tests to read back.
+#[derive(Default)]
+pub struct MemoryStream {
+    lines: std::sync::Mutex<Vec<String>>,
+}
+
+impl MemoryStream {
+    /// Every event appended so far, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.lines.lock().map_or_else(
+            |_| Vec::new(),
+            |lines| {
+                lines
+                    .iter()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl EventStream for MemoryStream {
+    fn append(&self, line: String) {
+        if let Ok(mut lines) = self.lines.lock() {
+            lines.push(line);
+        }
+    }
+
+    async fn append_and_wait(&self, line: String) {
+        self.append(line);
+    }
+}
+
 pub struct Audit {
     lines: Option<SyncSender<String>>,
     dropped: Arc<AtomicU64>,
     /// Second (unix) and count of rate-limited events recorded in it.
     limited_second: AtomicU64,
     limited_count: AtomicU64,
-    redis: Arc<SharedRedis>,
-    stream: String,
-    max_len: u64,
+    stream: Arc<dyn EventStream>,
 }
 
 impl Audit {
     /// Starts the writer thread for the configured sink (start-up only).
-    pub fn start(
-        settings: &AuditSettings,
-        redis: Arc<SharedRedis>,
-        key_prefix: &str,
-    ) -> std::io::Result<Audit> {
+    pub fn start(settings: &AuditSettings, stream: Arc<dyn EventStream>) -> std::io::Result<Audit> {
         let mut writer: Option<Box<dyn Write + Send>> = match &settings.sink {
             AuditSink::Stdout => Some(Box::new(std::io::stdout())),
             AuditSink::File(path) => Some(Box::new(
@@ -174,28 +248,14 @@ impl Audit {
             dropped: Arc::new(AtomicU64::new(0)),
             limited_second: AtomicU64::new(0),
             limited_count: AtomicU64::new(0),
-            redis,
-            stream: format!("{key_prefix}audit"),
-            max_len: settings.stream_max_len,
+            stream,
         })
-    }
-
-    pub fn stream_key(&self) -> &str {
-        &self.stream
     }
 
     /// Records an event without waiting for either sink.
     pub fn record(&self, event: AuditEvent) {
-        let Some(xadd) = self.write_line(&event) else {
-            return;
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let redis = self.redis.clone();
-            tokio::spawn(async move {
-                if let Err(e) = redis.query::<String>(xadd).await {
-                    log::warn!("audit event not written to redis: {e}");
-                }
-            });
+        if let Some(line) = self.write_line(&event) {
+            self.stream.append(line);
         }
     }
 
@@ -209,7 +269,7 @@ impl Audit {
     }
 
     fn admit_limited(&self) -> bool {
-        let second = now_ms() / 1000;
+        let second = SystemClock.now_ms() / 1000;
         if self.limited_second.swap(second, Ordering::Relaxed) != second {
             let skipped = self
                 .limited_count
@@ -222,17 +282,15 @@ impl Audit {
         self.limited_count.fetch_add(1, Ordering::Relaxed) < LIMITED_PER_SECOND
     }
 
-    /// Records an event and waits for the Redis copy (for one-shot CLI commands).
+    /// Records an event and waits for the shared copy (for one-shot CLI commands).
     pub async fn record_and_wait(&self, event: AuditEvent) {
-        if let Some(xadd) = self.write_line(&event) {
-            if let Err(e) = self.redis.query::<String>(xadd).await {
-                log::warn!("audit event not written to redis: {e}");
-            }
+        if let Some(line) = self.write_line(&event) {
+            self.stream.append_and_wait(line).await;
         }
     }
 
-    /// Queues the line for the log sink and returns the `XADD` for the Redis copy.
-    fn write_line(&self, event: &AuditEvent) -> Option<redis::Cmd> {
+    /// Queues the line for the log sink and returns it for the shared stream.
+    fn write_line(&self, event: &AuditEvent) -> Option<String> {
         let line = serde_json::to_string(event).ok()?;
         if let Some(tx) = &self.lines {
             if let Err(TrySendError::Full(_)) = tx.try_send(line.clone()) {
@@ -242,39 +300,21 @@ impl Audit {
                 }
             }
         }
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&self.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.max_len)
-            .arg("*")
-            .arg("event")
-            .arg(line);
-        Some(xadd)
+        Some(line)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuditSettings, RedisSettings};
-    use crate::metrics::Metrics;
-    use std::time::Duration;
+    use crate::config::AuditSettings;
 
     fn audit() -> Audit {
-        let redis = RedisSettings {
-            url: "redis://127.0.0.1:1/0".into(),
-            password: None,
-            key_prefix: "t:".into(),
-            timeout: Duration::from_millis(10),
-            connect_timeout: Duration::from_millis(10),
-        };
-        let shared = Arc::new(SharedRedis::new(&redis, Metrics::new()).unwrap());
         let settings = AuditSettings {
             sink: AuditSink::Off,
             stream_max_len: 10,
         };
-        Audit::start(&settings, shared, "t:").unwrap()
+        Audit::start(&settings, Arc::new(MemoryStream::default())).unwrap()
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::App;
-use crate::audit::Origin;
 use crate::config::{AuditSink, Config};
 use crate::env::{Environment, SystemEnvironment};
 use crate::errors::ConfigError;
-use crate::routes::{sessions_json, timestamp};
+use crate::http::request::Origin;
+use crate::session::view::{sessions_json, timestamp};
 use crate::session::Handle;
 use crate::{operator, password, server, users::UserTable};
 
@@ -274,8 +274,11 @@ fn sessions(action: SessionsCommand, env: &dyn Environment) -> ExitCode {
     match outcome {
         Ok(Ok(true)) => ExitCode::SUCCESS,
         Ok(Ok(false)) => ExitCode::FAILURE,
-        Ok(Err(e @ crate::errors::StoreError::Timeout))
-        | Ok(Err(e @ crate::errors::StoreError::Unavailable(_))) => {
+        Ok(Err(e @ crate::errors::StoreError::Internal(_))) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
             eprintln!("{e}");
             ExitCode::from(3)
         }
@@ -293,9 +296,9 @@ fn audit(action: AuditCommand, env: &dyn Environment) -> ExitCode {
         Ok(app) => app,
         Err(code) => return code,
     };
-    let stream = app.audit.stream_key().to_string();
+    let stream = format!("{}audit", app.config.redis.key_prefix);
     let outcome = block_on(async {
-        let redis = app.store.redis();
+        let redis = &app.redis;
         let latest: redis::streams::StreamRangeReply = redis
             .query(
                 redis::cmd("XREVRANGE")

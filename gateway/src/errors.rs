@@ -76,6 +76,9 @@ impl std::error::Error for ConfigError {}
 pub enum StoreError {
     Timeout,
     Unavailable(String),
+    /// The gateway itself failed before asking the store (no randomness for a new id, a record
+    /// that would not serialise): not an outage to retry, so 500, not 503.
+    Internal(String),
 }
 
 impl fmt::Display for StoreError {
@@ -83,6 +86,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Timeout => f.write_str("session store timed out"),
             StoreError::Unavailable(why) => write!(f, "session store unavailable: {why}"),
+            StoreError::Internal(why) => write!(f, "internal error: {why}"),
         }
     }
 }

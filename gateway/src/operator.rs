@@ -2,8 +2,9 @@
 //! both revoke the same way and leave the same audit trail.
 
 use crate::app::App;
-use crate::audit::{AuditEvent, Origin};
+use crate::audit::AuditEvent;
 use crate::errors::StoreError;
+use crate::http::request::Origin;
 use crate::session::{Handle, LiveSession};
 
 /// Live sessions, of one user or of everyone, oldest first.

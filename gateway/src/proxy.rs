@@ -26,24 +26,25 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::app::{App, Presented};
+use crate::app::App;
 use crate::errors::http_status;
 use crate::http::cookies;
 use crate::http::forward::{set_forwarded, set_identity, strip_identity_headers};
 use crate::http::reply::Reply;
 use crate::http::request::{
-    client_ip, has_dot_segments, is_cors_preflight, prefers_html, same_origin, wants_json,
+    client_ip, has_dot_segments, header, is_cors_preflight, same_origin, BodyError, MAX_OWN_BODY,
 };
 use crate::metrics::Outcome;
-use crate::pages;
-use crate::routes::{self, route_for};
-use crate::session::{now_ms, LiveSession};
+use crate::routes::{self, route_for, RequestView};
+use crate::session::LiveSession;
+use crate::session::Presented;
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -106,22 +107,34 @@ impl ProxyHttp for Gateway {
         if has_dot_segments(&path) {
             ctx.outcome = Outcome::BadRequest;
             let message = app.texts(session.req_header()).dot_segments;
-            Reply::json_error(400, "bad_path", message)
-                .send(session)
-                .await?;
+            send(Reply::json_error(400, "bad_path", message), session).await?;
             return Ok(true);
         }
         if let Some(route) = route_for(app, &path) {
             ctx.outcome = Outcome::GatewayPage;
-            let reply = routes::serve(app, route, session, &origin).await;
-            reply.send(session).await?;
+            let body = if session.req_header().method == http::Method::POST {
+                read_body(session, MAX_OWN_BODY).await
+            } else {
+                Ok(Bytes::new())
+            };
+            let view = RequestView {
+                head: session.req_header(),
+                body,
+                origin,
+            };
+            let reply = routes::serve(app, route, &view).await;
+            send(reply, session).await?;
             return Ok(true);
         }
         if app.config.is_public(&path) || is_cors_preflight(session.req_header()) {
             ctx.outcome = Outcome::Public;
             return Ok(false);
         }
-        let (reply, outcome) = match app.presented_session(session.req_header(), &origin).await {
+        let (reply, outcome) = match app
+            .sessions()
+            .presented(session.req_header(), &origin)
+            .await
+        {
             Ok(Presented::Live(live)) => {
                 let req = session.req_header();
                 // The app's logout form carries the app's CSRF token, not ours: the app decides
@@ -150,7 +163,7 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.outcome = outcome;
-        reply.send(session).await?;
+        send(reply, session).await?;
         Ok(true)
     }
 
@@ -191,7 +204,7 @@ impl ProxyHttp for Gateway {
             let identity = live.record.identity();
             set_identity(upstream, &identity)?;
             if let Some(signer) = &self.app.signer {
-                signer.apply(upstream, &identity, now_ms() / 1000)?;
+                signer.apply(upstream, &identity, self.app.clock.now_ms() / 1000)?;
             }
         }
         let remaining = cookies::without(&upstream.headers, &self.app.hidden_cookies);
@@ -237,8 +250,8 @@ impl ProxyHttp for Gateway {
         // `Connection: close` rather than promise keep-alive and then close.
         session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
-            let reply = error_reply(&self.app, code, session.req_header());
-            if let Err(write_error) = reply.send(session).await {
+            let reply = routes::upstream_error(&self.app, code, session.req_header());
+            if let Err(write_error) = send(reply, session).await {
                 log::debug!("could not send error response: {write_error}");
             }
         }
@@ -312,24 +325,45 @@ impl ProxyHttp for Gateway {
     }
 }
 
-fn error_reply(app: &App, code: u16, req: &RequestHeader) -> Reply {
-    let texts = app.texts(req);
-    let (title, message) = match code {
-        502 => (texts.service_unavailable, texts.app_unreachable),
-        503 => (texts.service_unavailable, texts.try_again_shortly),
-        504 => (texts.gateway_timeout, texts.app_too_slow),
-        400 => (texts.bad_request, texts.not_understood),
-        _ => (texts.error, texts.something_went_wrong),
-    };
-    if prefers_html(req) && !wants_json(req) {
-        Reply::html(code, pages::error(texts, title, message))
+/// Writes one of the gateway's own answers and ends the response; `HEAD` gets the headers only.
+/// Kept alive: pingora's `respond_error` would add `Connection: close` and make every refused
+/// client reconnect.
+async fn send(reply: Reply, session: &mut Session) -> Result<()> {
+    let is_head = session.req_header().method == http::Method::HEAD;
+    let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 3))?;
+    for (name, value) in reply.headers {
+        head.append_header(name, value)?;
+    }
+    head.insert_header("cache-control", "no-store")?;
+    head.insert_header("content-length", reply.body.len().to_string())?;
+    if is_head || reply.body.is_empty() {
+        session.write_response_header(Box::new(head), true).await?;
     } else {
-        let error = match code {
-            502 | 503 => "service_unavailable",
-            504 => "gateway_timeout",
-            400 => "bad_request",
-            _ => "error",
-        };
-        Reply::json_error(code, error, message)
+        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_body(Some(reply.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Reads the whole request body of one of the gateway's own endpoints, refusing more than
+/// `limit` bytes.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    if let Some(len) = header(session.req_header(), "content-length") {
+        if len.trim().parse::<usize>().map_or(true, |n| n > limit) {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(BodyError::Unreadable),
+        }
     }
 }

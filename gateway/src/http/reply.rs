@@ -1,11 +1,7 @@
-//! Answers the gateway writes itself (login pages, redirects, JSON errors, 503s).
-//!
-//! Written with explicit headers and body and kept alive: pingora's `respond_error` would add
-//! `Connection: close` and make every refused client reconnect.
+//! Answers the gateway writes itself (login pages, redirects, JSON errors, 503s), as plain
+//! values: proxy.rs sends them; tests read them.
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 
 pub struct Reply {
     pub status: u16,
@@ -49,23 +45,5 @@ impl Reply {
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
-    }
-
-    /// Writes the answer and ends the response; `HEAD` gets the headers only.
-    pub async fn send(self, session: &mut Session) -> pingora::Result<()> {
-        let is_head = session.req_header().method == http::Method::HEAD;
-        let mut head = ResponseHeader::build(self.status, Some(self.headers.len() + 3))?;
-        for (name, value) in self.headers {
-            head.append_header(name, value)?;
-        }
-        head.insert_header("cache-control", "no-store")?;
-        head.insert_header("content-length", self.body.len().to_string())?;
-        if is_head || self.body.is_empty() {
-            session.write_response_header(Box::new(head), true).await?;
-        } else {
-            session.write_response_header(Box::new(head), false).await?;
-            session.write_response_body(Some(self.body), true).await?;
-        }
-        Ok(())
     }
 }

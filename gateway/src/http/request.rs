@@ -5,11 +5,41 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use bytes::{Bytes, BytesMut};
 use http::Method;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
-use pingora::proxy::Session;
+
+/// Where a request came from, for the record. Cheap to build on every request: the strings
+/// are only made when an event or a session record needs them.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// `None` for the command line.
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<http::HeaderValue>,
+}
+
+impl Origin {
+    pub fn ip_text(&self) -> String {
+        self.ip
+            .map_or_else(|| "local".to_string(), |ip| ip.to_string())
+    }
+
+    /// The user agent as text, cut to a length worth keeping.
+    pub fn user_agent_text(&self) -> String {
+        let raw = self.user_agent.as_ref().map_or(&[][..], |v| v.as_bytes());
+        String::from_utf8_lossy(raw).chars().take(256).collect()
+    }
+}
+
+impl Origin {
+    /// The request's origin: `client_ip` as established from the peer and trusted proxies.
+    pub fn of(client_ip: Option<IpAddr>, req: &RequestHeader) -> Origin {
+        Origin {
+            ip: client_ip,
+            user_agent: req.headers.get("user-agent").cloned(),
+        }
+    }
+}
 
 /// Largest body the gateway reads itself (login forms, logout, JSON): plenty for a form.
 pub const MAX_OWN_BODY: usize = 64 * 1024;
@@ -84,32 +114,10 @@ pub fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
     TooLarge,
     Unreadable,
-}
-
-/// Reads the whole request body, refusing more than `limit` bytes.
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
-    if let Some(len) = header(session.req_header(), "content-length") {
-        if len.trim().parse::<usize>().map_or(true, |n| n > limit) {
-            return Err(BodyError::TooLarge);
-        }
-    }
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(_) => return Err(BodyError::Unreadable),
-        }
-    }
 }
 
 /// `application/x-www-form-urlencoded` fields; later duplicates lose to the first.

@@ -8,23 +8,20 @@
 //! gateway's own paths are refused (405) even though those to the app's paths are passed on.
 //! Success always creates a brand-new session id.
 
-use std::sync::Arc;
-
 use pingora::http::RequestHeader;
-use pingora::proxy::Session;
 use serde::Deserialize;
 
-use super::{credentials_unavailable, own_post_body, store_unavailable};
+use super::{post_body, Handled, Refusal, RequestView};
 use crate::app::App;
-use crate::audit::{AuditEvent, Origin};
+use crate::audit::AuditEvent;
 use crate::credentials::Verdict;
 use crate::http::cookies;
 use crate::http::reply::Reply;
-use crate::http::request::{form_fields, is_form, is_json, query_param, safe_next};
+use crate::http::request::{form_fields, is_form, is_json, query_param, safe_next, Origin};
 use crate::i18n::Texts;
 use crate::pages::{self, LoginPage};
 use crate::session::store::CreateOutcome;
-use crate::session::{now_ms, token, SessionRecord};
+use crate::session::{token, SessionRecord};
 use crate::users::Identity;
 
 /// How long a login form stays usable.
@@ -50,9 +47,10 @@ fn form(
     error: Option<&str>,
 ) -> Reply {
     let Ok(nonce) = token::random_token() else {
-        return Reply::json_error(503, "unavailable", "no randomness available");
+        log::error!("no randomness for a login form nonce");
+        return super::upstream_error(app, 500, req);
     };
-    let csrf = app.keys.csrf_token(&format!("login:{nonce}"));
+    let csrf = app.keys.login_form_token(&nonce);
     let html = pages::login(
         &app.login_template,
         app.texts(req),
@@ -121,16 +119,14 @@ fn refuse(
 }
 
 /// `submit(…, api)`: `api` is true on `[login] api_path`, which takes JSON only.
-pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api: bool) -> Reply {
-    let body = match own_post_body(app, session).await {
-        Ok(body) => body,
-        Err(refusal) => return refusal,
-    };
-    let req = session.req_header();
+pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
+    let body = post_body(view)?;
+    let req = view.head;
+    let origin = &view.origin;
     let texts = app.texts(req);
     let attempt = if is_json(req) {
         let shape = if api { Shape::Api } else { Shape::Json };
-        match serde_json::from_slice::<JsonLogin>(&body) {
+        match serde_json::from_slice::<JsonLogin>(body) {
             Ok(j) => Attempt {
                 username: j.username,
                 password: j.password,
@@ -138,7 +134,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
                 shape,
             },
             Err(_) => {
-                return refuse(
+                return Ok(refuse(
                     app,
                     req,
                     shape,
@@ -146,20 +142,20 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
                     "bad_request",
                     texts.expected_credentials,
                     ("", ""),
-                )
+                ))
             }
         }
     } else if is_form(req) && !api {
-        let mut fields = form_fields(&body);
+        let mut fields = form_fields(body);
         let nonce = cookies::values(&req.headers, &nonce_cookie(app))
             .first()
             .map(|v| v.to_string())
             .unwrap_or_default();
         let token = fields.remove("csrf_token").unwrap_or_default();
         let next = fields.remove("next").unwrap_or_default();
-        if nonce.is_empty() || !app.keys.csrf_valid(&format!("login:{nonce}"), &token) {
+        if !app.keys.login_form_valid(&nonce, &token) {
             let next = safe_next(&next).unwrap_or("");
-            return form(app, req, 403, next, "", Some(texts.form_expired));
+            return Ok(form(app, req, 403, next, "", Some(texts.form_expired)));
         }
         Attempt {
             username: fields.remove("username").unwrap_or_default(),
@@ -173,7 +169,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
         } else {
             texts.post_form_or_json
         };
-        return Reply::json_error(415, "unsupported_media_type", wanted);
+        return Ok(Reply::json_error(415, "unsupported_media_type", wanted));
     };
     let Attempt {
         username,
@@ -203,12 +199,9 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
                 &message,
                 (&next, &username),
             );
-            return reply.header("retry-after", wait.as_secs().to_string());
+            return Ok(reply.header("retry-after", wait.as_secs().to_string()));
         }
-        Err(e) => {
-            log::error!("login throttle unavailable: {e}");
-            return store_unavailable(app, req);
-        }
+        Err(e) => return Err(Refusal::Store(e)),
     }
 
     let verdict = if username.is_empty() || password.is_empty() || username.len() > 256 {
@@ -218,7 +211,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
             Ok(v) => Some(v),
             Err(e) => {
                 log::error!("login unavailable: {e}");
-                return credentials_unavailable(app, req);
+                return Err(Refusal::CredentialsUnavailable);
             }
         }
     };
@@ -238,7 +231,7 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
                     .username(&username)
                     .reason(reason),
             );
-            return refuse(
+            return Ok(refuse(
                 app,
                 req,
                 shape,
@@ -246,21 +239,21 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin, api:
                 "invalid_credentials",
                 texts.invalid_credentials,
                 (&next, &username),
-            );
+            ));
         }
     };
     start_session(app, req, origin, identity, &next, shape).await
 }
 
 async fn start_session(
-    app: &Arc<App>,
+    app: &App,
     req: &RequestHeader,
     origin: &Origin,
     identity: Identity,
     next: &str,
     shape: Shape,
-) -> Reply {
-    let now = now_ms();
+) -> Handled {
+    let now = app.clock.now_ms();
     let record = SessionRecord {
         user_id: identity.id.clone(),
         username: identity.username.clone(),
@@ -286,7 +279,7 @@ async fn start_session(
             );
             let max = app.config.session.max_per_user.unwrap_or(0);
             let message = Texts::with_number(app.texts(req).session_limit, max.into());
-            return refuse(
+            return Ok(refuse(
                 app,
                 req,
                 shape,
@@ -294,12 +287,9 @@ async fn start_session(
                 "session_limit",
                 &message,
                 (next, &identity.username),
-            );
+            ));
         }
-        Err(e) => {
-            log::error!("login could not store session: {e}");
-            return store_unavailable(app, req);
-        }
+        Err(e) => return Err(Refusal::Store(e)),
     };
     app.metrics.login("accepted");
     if let Err(e) = app.throttle.record_success(&identity.username).await {
@@ -342,7 +332,7 @@ async fn start_session(
             }),
         ),
     };
-    reply
+    Ok(reply
         .header("set-cookie", cookie)
-        .header("set-cookie", app.cookies.expired(&nonce_cookie(app)))
+        .header("set-cookie", app.cookies.expired(&nonce_cookie(app))))
 }

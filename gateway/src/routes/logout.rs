@@ -2,91 +2,59 @@
 //! `POST /logout` (ends this session, or with `scope=all` every session of the user), and the
 //! gateway's half of the app's own logout.
 
-use std::sync::Arc;
-
-use pingora::proxy::Session;
-
-use super::SESSIONS_PATH;
-use super::{cross_site, own_post_body, store_unavailable};
-use crate::app::{App, Presented};
-use crate::audit::{AuditEvent, Origin};
+use super::{post_body, Handled, Refusal, RequestView, SESSIONS_PATH};
+use crate::app::App;
+use crate::audit::AuditEvent;
+use crate::errors::StoreError;
 use crate::http::reply::Reply;
-use crate::http::request::{form_fields, is_form, query_param, wants_json};
+use crate::http::request::{form_fields, is_form, query_param, wants_json, Origin};
 use crate::pages;
-use crate::session::LiveSession;
+use crate::session::{LiveSession, Presented};
 
-/// The anti-forgery token for forms that act on `session`.
-pub fn session_token(app: &App, session: &LiveSession) -> String {
-    app.keys.csrf_token(&format!("session:{}", session.handle))
-}
-
-pub async fn confirm(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    let req = session.req_header();
-    match app.presented_session(req, origin).await {
-        Ok(Presented::Live(live)) => Reply::html(
+pub async fn confirm(app: &App, view: &RequestView<'_>) -> Handled {
+    let req = view.head;
+    Ok(match app.sessions().presented(req, &view.origin).await? {
+        Presented::Live(live) => Reply::html(
             200,
             pages::logout_confirm(
                 app.texts(req),
                 &app.config.login.logout_path,
-                &session_token(app, &live),
+                &app.keys.session_form_token(&live.handle),
                 &live.record.username,
                 SESSIONS_PATH,
             ),
         ),
-        Ok(_) => Reply::redirect(303, &app.config.login.path),
-        Err(_) => store_unavailable(app, req),
-    }
+        _ => Reply::redirect(303, &app.config.login.path),
+    })
 }
 
-pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> Reply {
-    let body = match own_post_body(app, session).await {
-        Ok(body) => body,
-        Err(refusal) => return refusal,
-    };
-    let req = session.req_header();
-    let fields = if is_form(req) {
-        Some(form_fields(&body))
-    } else {
-        None
-    };
+pub async fn submit(app: &App, view: &RequestView<'_>) -> Handled {
+    let body = post_body(view)?;
+    let req = view.head;
+    let fields = is_form(req).then(|| form_fields(body));
     let everywhere = fields
         .as_ref()
         .and_then(|f| f.get("scope").cloned())
         .or_else(|| query_param(req, "scope"))
         .is_some_and(|s| s == "all");
 
-    let live = match app.presented_session(req, origin).await {
-        Ok(Presented::Live(live)) => Some(live),
-        Ok(_) => None,
-        Err(_) => return store_unavailable(app, req),
-    };
     let mut ended = 0;
-    if let Some(live) = live {
+    if let Presented::Live(live) = app.sessions().presented(req, &view.origin).await? {
+        // Forms must carry our token; JSON cannot be sent cross-site without a preflight.
         if let Some(fields) = &fields {
             let token = fields.get("csrf_token").map_or("", String::as_str);
-            if !app
-                .keys
-                .csrf_valid(&format!("session:{}", live.handle), token)
-            {
-                return cross_site(app, req);
+            if !app.keys.session_form_valid(&live.handle, token) {
+                return Err(Refusal::CrossSite);
             }
         }
-        let result = if everywhere {
-            end_all_of_user(app, &live, origin).await
+        ended = if everywhere {
+            end_all_of_user(app, &live, &view.origin).await?
         } else {
-            app.store.delete(&live).await.map(|()| {
-                app.audit
-                    .record(AuditEvent::new("logout", "user", origin).session(&live));
-                1
-            })
+            app.store.delete(&live).await?;
+            app.audit
+                .record(AuditEvent::new("logout", "user", &view.origin).session(&live));
+            1
         };
-        match result {
-            Ok(n) => ended = n,
-            Err(e) => {
-                log::error!("logout failed: {e}");
-                return store_unavailable(app, req);
-            }
-        }
     }
     let reply = if wants_json(req) {
         Reply::json(
@@ -96,10 +64,10 @@ pub async fn submit(app: &Arc<App>, session: &mut Session, origin: &Origin) -> R
     } else {
         Reply::redirect(303, &app.config.login.path)
     };
-    reply.header(
+    Ok(reply.header(
         "set-cookie",
         app.cookies.expired(&app.config.session.cookie_name),
-    )
+    ))
 }
 
 /// The app's own logout (`[login] app_logout_paths`) ends this gateway session too; the
@@ -108,7 +76,7 @@ pub async fn end_for_app_logout(
     app: &App,
     live: &LiveSession,
     origin: &Origin,
-) -> Result<(), crate::errors::StoreError> {
+) -> Result<(), StoreError> {
     app.store.delete(live).await?;
     app.audit.record(
         AuditEvent::new("logout", "user", origin)
@@ -123,7 +91,7 @@ async fn end_all_of_user(
     app: &App,
     live: &LiveSession,
     origin: &Origin,
-) -> Result<usize, crate::errors::StoreError> {
+) -> Result<usize, StoreError> {
     let mut sessions = app.store.list(Some(&live.record.user_id)).await?;
     if !sessions.iter().any(|s| s.handle == live.handle) {
         sessions.push(live.clone());

@@ -1,14 +1,19 @@
-//! Server-side sessions: ids and cookies ([`token`]), what is stored ([`SessionRecord`]), and
-//! the Redis store ([`store`]) with its expiry rules.
+//! Server-side sessions: ids and cookies ([`token`]), what is stored ([`SessionRecord`]), the
+//! store with its expiry rules ([`store`]) over a backend ([`backend`]: Redis, or memory in unit
+//! tests), and which session a request presents ([`presented`]).
 
+pub mod backend;
+pub mod presented;
 pub mod store;
 pub mod token;
+pub mod view;
 
 use serde::{Deserialize, Serialize};
 
 use crate::users::Identity;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub use presented::{Presented, SessionGate};
 pub use store::{CreateOutcome, SessionStore};
 pub use token::{Handle, Keys, SessionId};
 
@@ -46,10 +51,4 @@ impl SessionRecord {
 pub struct LiveSession {
     pub handle: Handle,
     pub record: SessionRecord,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -107,13 +107,31 @@ impl Keys {
         Some(SessionId(raw))
     }
 
-    /// An anti-forgery token bound to `context` (a login nonce or a session handle).
-    pub fn csrf_token(&self, context: &str) -> String {
+    /// The anti-forgery token of a login form, bound to the nonce in the browser's cookie.
+    pub fn login_form_token(&self, nonce: &str) -> String {
+        self.csrf_token(&format!("login:{nonce}"))
+    }
+
+    pub fn login_form_valid(&self, nonce: &str, token: &str) -> bool {
+        !nonce.is_empty() && self.csrf_valid(&format!("login:{nonce}"), token)
+    }
+
+    /// The anti-forgery token of forms that act on the session `handle` (logout, sessions).
+    pub fn session_form_token(&self, handle: &Handle) -> String {
+        self.csrf_token(&format!("session:{handle}"))
+    }
+
+    pub fn session_form_valid(&self, handle: &Handle, token: &str) -> bool {
+        self.csrf_valid(&format!("session:{handle}"), token)
+    }
+
+    /// An anti-forgery token bound to `context`.
+    fn csrf_token(&self, context: &str) -> String {
         hex::encode(&mac(&self.csrf, context.as_bytes())[..16])
     }
 
     /// Constant-time check of a token made by [`Keys::csrf_token`].
-    pub fn csrf_valid(&self, context: &str, token: &str) -> bool {
+    fn csrf_valid(&self, context: &str, token: &str) -> bool {
         let Ok(given) = hex::decode(token) else {
             return false;
         };
