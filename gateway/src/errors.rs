@@ -1,14 +1,23 @@
 //! Error types, and which one to use where.
 //!
-//! - [`ConfigError`]: anything wrong with the operator's files at start-up or in `check-config`.
-//!   It carries every problem found, each with its place in the file; the process exits non-zero.
-//! - [`StoreError`]: a Redis call failed or took too long. Callers never retry inline; the
-//!   request pipeline turns it into **503 with `Retry-After`** (never 500, never a redirect to
-//!   the login page, since the user may well be logged in).
-//! - [`CredentialError`]: the credential source (users file, database) could not answer. Also 503:
-//!   a login that cannot be checked is not a wrong password.
-//! - Inside the pingora pipeline everything becomes a `pingora::Error` whose type is
-//!   `HTTPStatus(code)` (see [`http_status`]), so `fail_to_proxy` alone decides what the client sees.
+//! - [`ConfigError`]: anything wrong with the operator's files (the config and the users file it
+//!   names) at start-up or in `check-config`. It carries every problem found, each with its file
+//!   and line; the process exits non-zero.
+//! - [`StoreError`]: a Redis call failed or took too long. Callers never retry inline; whoever
+//!   answers the request turns it into a **503**: with `Retry-After` on the public listener
+//!   (`routes::store_unavailable`), a plain 503 from the admin API, an error line from the CLI.
+//!   Never a 401 or a redirect to the login page, since the user may well be logged in.
+//! - [`CredentialError`]: the credential source (users file, database) could not answer. Also
+//!   503 (`routes::credentials_unavailable`): a login that cannot be checked is not a wrong
+//!   password.
+//! - Answers the gateway decides itself are not errors: `request_filter` and the gateway's own
+//!   routes build a `Reply` and send it (400 for dot segments, 302 to login or 401 without a
+//!   session, 503 when Redis is down, the login and logout pages) and return `Ok(true)`.
+//! - A `pingora::Error` is only for what goes wrong while proxying to the app: [`http_status`]
+//!   makes one that carries the status the client should get (502 no healthy upstream, 400 a
+//!   request target that cannot be forwarded), and `fail_to_proxy` turns it, or any error of
+//!   pingora's own (upstream timeout 504, other upstream failure 502, a malformed request 400,
+//!   anything else 500), into that status and a small HTML or JSON page.
 //!
 //! Bad client input (cookies, headers, bodies) is not an error type at all: it is treated as
 //! "no session" or answered with a 4xx by the handler that reads it.
@@ -108,16 +117,4 @@ impl std::error::Error for CredentialError {}
 /// A pingora error that carries the HTTP status the client should get.
 pub fn http_status(code: u16, context: impl Into<String>) -> Box<pingora::Error> {
     pingora::Error::explain(pingora::ErrorType::HTTPStatus(code), context.into())
-}
-
-impl From<StoreError> for Box<pingora::Error> {
-    fn from(e: StoreError) -> Self {
-        http_status(503, e.to_string())
-    }
-}
-
-impl From<CredentialError> for Box<pingora::Error> {
-    fn from(e: CredentialError) -> Self {
-        http_status(503, e.to_string())
-    }
 }

@@ -1,10 +1,12 @@
 //! The users file: `[[users]]` tables with `username`, `id`, `password_hash`, `roles`, `disabled`.
 //!
-//! Loaded once at start-up. Every bad entry is reported with its line, and a hash in a format
-//! the gateway cannot check is an error at start-up rather than a user who mysteriously cannot
-//! log in.
+//! Read once, with the config (`[login] users_file`, see [`crate::config`]), so
+//! `gateway check-config` and start-up report the same problems. Every bad entry is reported with
+//! its line, and a hash in a format the gateway cannot check is an error at start-up rather than
+//! a user who mysteriously cannot log in.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -58,12 +60,23 @@ enum UserId {
 }
 
 /// The users from the users file, by username.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct UserTable {
     by_name: HashMap<String, User>,
 }
 
+/// Only the count: the table sits in `Config`, whose `Debug` output must not show password hashes.
+impl fmt::Debug for UserTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserTable")
+            .field("users", &self.by_name.len())
+            .finish()
+    }
+}
+
 impl UserTable {
+    /// Reads and checks a users file on its own. The config already does this for its
+    /// `users_file` (`config.login.users`); this is for callers without a config.
     pub fn load(path: &Path, env: &dyn Environment) -> Result<UserTable, ConfigError> {
         let name = path.display().to_string();
         let text = env

@@ -4,13 +4,16 @@
 //! Loading never panics: every problem in the file is collected with its line and returned in a
 //! single [`ConfigError`], which `gateway check-config` prints and `gateway run` refuses to start on.
 //! Secrets may come from the file, an environment variable or a file of their own, read through
-//! [`Environment`] so tests never touch the real process environment.
+//! [`Environment`] so tests never touch the real process environment. The users file the config
+//! names is read and checked here too (its problems are reported at its own lines), once:
+//! [`LoginSettings::users`] is the table the gateway runs with.
 
 mod reader;
 mod sections;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -19,6 +22,7 @@ use toml::de::DeTable;
 use crate::env::{Environment, Secret};
 use crate::errors::ConfigError;
 use crate::i18n::LanguageChoice;
+use crate::users::UserTable;
 pub use reader::parse_duration;
 use reader::Document;
 use sections::*;
@@ -106,6 +110,8 @@ pub struct LoginSettings {
     pub app_logout_paths: Vec<String>,
     pub language: LanguageChoice,
     pub users_file: Option<PathBuf>,
+    /// The users file, read and checked with the config; empty without a `users_file`.
+    pub users: Arc<UserTable>,
     pub template: Option<PathBuf>,
     pub database: Option<DatabaseSettings>,
     pub throttle: ThrottleSettings,

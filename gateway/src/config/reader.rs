@@ -7,7 +7,8 @@
 //! nobody asked for, with a "did you mean" hint. Nothing here panics on any input.
 
 use std::cell::RefCell;
-use std::ops::Range;
+use std::fmt;
+use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -64,6 +65,11 @@ impl<'i> Document<'i> {
 
     pub fn report_at(&self, span: &Range<usize>, key: &str, message: impl Into<String>) {
         self.report(Some(self.line_of(span.start)), key, message);
+    }
+
+    /// Adds problems found in another file the config names (e.g. the users file), as they are.
+    pub fn report_all(&self, problems: Vec<ConfigProblem>) {
+        self.problems.borrow_mut().extend(problems);
     }
 
     pub fn into_result<T>(self, value: T) -> Result<T, ConfigError> {
@@ -125,6 +131,11 @@ impl<'d, 'i> Section<'d, 'i> {
             .map(|(k, _)| self.doc.line_of(k.span().start))
     }
 
+    /// Adds problems found in another file this section names (e.g. the users file), as they are.
+    pub fn report_all(&self, problems: Vec<ConfigProblem>) {
+        self.doc.report_all(problems);
+    }
+
     /// Reports a problem about `key` at its line (or the section's line if it is absent).
     pub fn problem(&self, key: &str, message: impl Into<String>) {
         let line = self
@@ -176,6 +187,58 @@ impl<'d, 'i> Section<'d, 'i> {
                 None
             }
         }
+    }
+
+    /// An integer in `range`, or `default` when absent. A wrong type or a value outside `range`
+    /// is reported (the message states the range) and also yields `default`.
+    pub fn integer_in<T: ConfigInt>(&self, key: &str, range: RangeInclusive<T>, default: T) -> T {
+        self.integer_opt(key, range).unwrap_or(default)
+    }
+
+    /// An optional integer in `range`: `None` when absent (or reported as for `integer_in`).
+    pub fn integer_opt<T: ConfigInt>(&self, key: &str, range: RangeInclusive<T>) -> Option<T> {
+        let n = self.get::<i64>(key)?;
+        self.check_range(key, n, &range, false)
+    }
+
+    /// Like [`Section::integer_in`] for a limit that `0` switches off (`None`); absent gives
+    /// `default`.
+    pub fn integer_or_off<T: ConfigInt>(
+        &self,
+        key: &str,
+        range: RangeInclusive<T>,
+        default: Option<T>,
+    ) -> Option<T> {
+        match self.get::<i64>(key) {
+            Some(0) => None,
+            Some(n) => self.check_range(key, n, &range, true).or(default),
+            None => default,
+        }
+    }
+
+    /// `n` if it is in `range`; otherwise reports what is allowed (`off`: 0 is allowed too).
+    fn check_range<T: ConfigInt>(
+        &self,
+        key: &str,
+        n: i64,
+        range: &RangeInclusive<T>,
+        off: bool,
+    ) -> Option<T> {
+        let converted = T::try_from(n).ok();
+        if let Some(v) = converted.filter(|v| range.contains(v)) {
+            return Some(v);
+        }
+        let (lo, hi) = (*range.start(), *range.end());
+        let allowed = match (off, hi == T::MAX) {
+            _ if converted.is_none() && n > 0 => format!("at most {}", T::MAX),
+            (true, true) if T::try_from(1).ok() == Some(lo) => "0 (off) or more".to_string(),
+            (true, true) => format!("0 (off), or {lo} or more"),
+            (true, false) => format!("0 (off), or between {lo} and {hi}"),
+            (false, true) => format!("{lo} or more"),
+            (false, false) => format!("between {lo} and {hi}"),
+        };
+        self.problem(key, format!("is {n}; must be {allowed}"));
+        None
     }
 
     pub fn duration(&self, key: &str, default: Duration) -> Duration {
@@ -235,6 +298,23 @@ impl<'d, 'i> Section<'d, 'i> {
                 .report_at(&key.span(), &self.label(name), format!("{what}{hint}"));
         }
     }
+}
+
+/// The integer types a config value is read into; `MAX` marks a range with no upper limit.
+pub trait ConfigInt: Copy + PartialOrd + fmt::Display + TryFrom<i64> {
+    const MAX: Self;
+}
+
+impl ConfigInt for u32 {
+    const MAX: Self = u32::MAX;
+}
+
+impl ConfigInt for u64 {
+    const MAX: Self = u64::MAX;
+}
+
+impl ConfigInt for usize {
+    const MAX: Self = usize::MAX;
 }
 
 /// "250ms", "45s", "30m", "8h", "1d", or combinations such as "1h30m". A bare number is refused

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -10,6 +11,7 @@ use ipnet::IpNet;
 use super::reader::Section;
 use super::*;
 use crate::env::{Environment, Secret};
+use crate::users::UserTable;
 
 pub(super) const SECTIONS: &[&str] = &[
     "server", "upstream", "redis", "session", "login", "access", "admin", "audit", "identity",
@@ -90,14 +92,8 @@ fn socket_addr(s: &Section, key: &str, default: &str) -> SocketAddr {
 }
 
 pub(super) fn read_server(s: &Section) -> ServerSettings {
-    let threads = match s.get::<i64>("threads") {
-        Some(n) if (1..=1024).contains(&n) => n as usize,
-        Some(_) => {
-            s.problem("threads", "must be between 1 and 1024");
-            1
-        }
-        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
-    };
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = s.integer_in("threads", 1..=1024, cpus);
     let trusted_proxies = s
         .get::<Vec<String>>("trusted_proxies")
         .unwrap_or_default()
@@ -314,17 +310,8 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
     if touch_interval > idle_timeout {
         s.problem("touch_interval", "must not be longer than idle_timeout");
     }
-    let max_per_user = match s.get::<i64>("max_per_user") {
-        Some(n) if n >= 1 && n <= u32::MAX as i64 => Some(n as u32),
-        Some(_) => {
-            s.problem(
-                "max_per_user",
-                "must be 1 or more (leave it out for no limit)",
-            );
-            None
-        }
-        None => None,
-    };
+    // Absent means no limit.
+    let max_per_user = s.integer_opt("max_per_user", 1..=u32::MAX);
     let on_limit = s
         .parse_with("on_limit", |v| match v {
             "evict_oldest" => Ok(LimitPolicy::EvictOldest),
@@ -374,14 +361,27 @@ fn url_path(s: &Section, key: &str, default: &str) -> String {
 
 pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
     let users_file = s.get::<String>("users_file").map(|p| ctx.resolve(&p));
-    if let Some(path) = &users_file {
-        if let Err(e) = ctx.env.read_file(path) {
-            s.problem(
-                "users_file",
-                format!("cannot read `{}`: {e}", path.display()),
-            );
-        }
-    }
+    // Read and checked here, once: `check-config` reports the users file's mistakes (each at its
+    // own line in that file) and the gateway starts with the table parsed here.
+    let users = match &users_file {
+        Some(path) => match ctx.env.read_file(path) {
+            Ok(text) => match UserTable::parse(&path.display().to_string(), &text) {
+                Ok(table) => table,
+                Err(e) => {
+                    s.report_all(e.problems);
+                    UserTable::default()
+                }
+            },
+            Err(e) => {
+                s.problem(
+                    "users_file",
+                    format!("cannot read `{}`: {e}", path.display()),
+                );
+                UserTable::default()
+            }
+        },
+        None => UserTable::default(),
+    };
     let database = s.section("database").map(|db| read_database(&db, ctx));
     if users_file.is_none() && database.is_none() {
         s.problem(
@@ -395,18 +395,9 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
             s.problem("template", format!("cannot read `{}`: {e}", path.display()));
         }
     }
-    let limit = |key: &str, default: u32| match s.get::<i64>(key) {
-        Some(0) => None,
-        Some(n) if n > 0 && n <= u32::MAX as i64 => Some(n as u32),
-        Some(_) => {
-            s.problem(key, "must be 0 (off) or more");
-            Some(default)
-        }
-        None => Some(default),
-    };
     let throttle = ThrottleSettings {
-        max_failures_per_user: limit("max_failures_per_user", 10),
-        max_failures_per_ip: limit("max_failures_per_ip", 50),
+        max_failures_per_user: s.integer_or_off("max_failures_per_user", 1..=u32::MAX, Some(10)),
+        max_failures_per_ip: s.integer_or_off("max_failures_per_ip", 1..=u32::MAX, Some(50)),
         window: s.duration("failure_window", Duration::from_secs(15 * 60)),
     };
     if throttle.window < Duration::from_secs(1) {
@@ -456,6 +447,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         app_logout_paths,
         language,
         users_file,
+        users: Arc::new(users),
         template,
         database,
         throttle,
@@ -488,14 +480,7 @@ pub(super) fn read_database(s: &Section, ctx: &Ctx) -> DatabaseSettings {
     if !query.contains("$1") {
         s.problem("query", "must take the username as $1");
     }
-    let pool_size = match s.get::<i64>("pool_size") {
-        Some(n) if (1..=256).contains(&n) => n as usize,
-        Some(_) => {
-            s.problem("pool_size", "must be between 1 and 256");
-            8
-        }
-        None => 8,
-    };
+    let pool_size = s.integer_in("pool_size", 1..=256, 8);
     let settings = DatabaseSettings {
         url: url.unwrap_or_else(|| Secret::new(Vec::new())),
         query,
@@ -572,14 +557,7 @@ pub(super) fn read_audit(s: &Section, ctx: &Ctx) -> AuditSettings {
         }
         (other, _) => other,
     };
-    let stream_max_len = match s.get::<i64>("stream_max_len") {
-        Some(n) if n >= 1 => n as u64,
-        Some(_) => {
-            s.problem("stream_max_len", "must be 1 or more");
-            10_000
-        }
-        None => 10_000,
-    };
+    let stream_max_len = s.integer_in("stream_max_len", 1..=u64::MAX, 10_000);
     s.finish(&["sink", "file", "stream_max_len"]);
     AuditSettings {
         sink,

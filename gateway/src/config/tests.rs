@@ -210,3 +210,99 @@ fn whalefall_login_paths_are_accepted_and_checked() {
     assert!(problems[1].2.contains("already used by `path`"));
     assert!(problems[2].2.contains("gateway's own `logout_path`"));
 }
+
+#[test]
+fn integers_outside_their_range_say_what_is_allowed() {
+    let text = MINIMAL
+        .replace("[upstream]", "[server]\nthreads = 0\n[upstream]")
+        .replace("[session]", "[session]\nmax_per_user = 0")
+        .replace(
+            "[login]",
+            "[login]\nmax_failures_per_user = -1\nmax_failures_per_ip = 5000000000",
+        )
+        + "[audit]\nstream_max_len = 0\n";
+    let problems = problems_of(&text);
+    let message = |key: &str| {
+        problems
+            .iter()
+            .find(|p| p.1 == key)
+            .map(|p| p.2.clone())
+            .unwrap_or_else(|| panic!("{key} not reported: {problems:?}"))
+    };
+    assert_eq!(
+        message("[server] threads"),
+        "is 0; must be between 1 and 1024"
+    );
+    assert_eq!(message("[session] max_per_user"), "is 0; must be 1 or more");
+    assert_eq!(
+        message("[login] max_failures_per_user"),
+        "is -1; must be 0 (off) or more"
+    );
+    assert_eq!(
+        message("[login] max_failures_per_ip"),
+        "is 5000000000; must be at most 4294967295"
+    );
+    assert_eq!(message("[audit] stream_max_len"), "is 0; must be 1 or more");
+    assert_eq!(problems.len(), 5, "{problems:?}");
+}
+
+#[test]
+fn integers_in_range_and_zero_for_off() {
+    let text = MINIMAL
+        .replace("[upstream]", "[server]\nthreads = 1024\n[upstream]")
+        .replace("[session]", "[session]\nmax_per_user = 3")
+        .replace("[login]", "[login]\nmax_failures_per_user = 0")
+        + "[login.database]\nurl = \"postgres://u@h/db\"\npool_size = 256\n";
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.server.threads, 1024);
+    assert_eq!(c.session.max_per_user, Some(3));
+    assert_eq!(c.login.throttle.max_failures_per_user, None);
+    assert_eq!(c.login.throttle.max_failures_per_ip, Some(50));
+    assert_eq!(c.login.database.unwrap().pool_size, 256);
+    assert_eq!(parse(MINIMAL).unwrap().session.max_per_user, None);
+}
+
+/// A directory of its own holding `users.toml` with `users`.
+fn dir_with_users(name: &str, users: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gw-config-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("users.toml"), users).unwrap();
+    dir
+}
+
+#[test]
+fn the_users_file_is_read_with_the_config() {
+    let dir = dir_with_users(
+        "users-ok",
+        "[[users]]\nusername = \"alice\"\nid = 1\npassword_hash = \"pbkdf2:sha256:1000$salt$00ff\"\n",
+    );
+    let env = StaticEnvironment::default();
+    let c = Config::parse("gw.toml", MINIMAL, &dir, &env).expect("valid");
+    assert_eq!(c.login.users.find("alice").unwrap().identity.id, "1");
+    // The config's Debug output never shows a password hash.
+    assert!(!format!("{c:?}").contains("00ff"), "{c:?}");
+}
+
+#[test]
+fn users_file_mistakes_are_config_problems_at_their_own_lines() {
+    let dir = dir_with_users(
+        "users-bad",
+        "[[users]]\nusername = \"a\"\nid = 1\npassword_hash = \"plaintext\"\n",
+    );
+    let env = StaticEnvironment::default();
+    let text = MINIMAL.replace("[upstream]", "[server]\nthreads = 0\n[upstream]");
+    let err = Config::parse("gw.toml", &text, &dir, &env).unwrap_err();
+    assert_eq!(err.problems.len(), 2, "{err}");
+    let users = err
+        .problems
+        .iter()
+        .find(|p| p.file.ends_with("users.toml"))
+        .unwrap_or_else(|| panic!("users file not reported: {err}"));
+    assert_eq!((users.line, users.key.as_str()), (Some(4), "password_hash"));
+
+    let missing = MINIMAL.replace("users.toml", "nobody.toml");
+    let err = Config::parse("gw.toml", &missing, &dir, &env).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key, "[login] users_file");
+    assert!(err.to_string().contains("cannot read"), "{err}");
+}
