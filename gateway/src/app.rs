@@ -13,7 +13,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::credentials::Authenticator;
 use crate::database::UserDatabase;
-use crate::env::Environment;
 use crate::errors::ConfigError;
 use crate::http::cookies::CookiePolicy;
 use crate::http::request::Origin;
@@ -61,9 +60,9 @@ pub struct Parts {
 }
 
 impl App {
-    /// Builds the gateway from its config: reads the users file and login template, prepares
-    /// (but does not open) the Redis connection, starts the audit writer. Start-up only.
-    pub fn new(config: Config, env: &dyn Environment) -> Result<Arc<App>, ConfigError> {
+    /// Builds the gateway from its config: prepares (but does not open) the Redis connection
+    /// and the database pool, starts the audit writer. Start-up only.
+    pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
         let metrics = Metrics::new();
         let redis = Arc::new(
             SharedRedis::new(&config.redis, metrics.clone())
@@ -80,27 +79,22 @@ impl App {
                 config.audit.stream_max_len,
             )),
         };
-        App::with_parts(config, env, parts, redis, metrics)
+        App::with_parts(config, parts, redis, metrics)
     }
 
     /// Builds the gateway over the given parts.
     pub fn with_parts(
         config: Config,
-        env: &dyn Environment,
         parts: Parts,
         redis: Arc<SharedRedis>,
         metrics: Metrics,
     ) -> Result<Arc<App>, ConfigError> {
-        let users = match &config.login.users_file {
-            Some(path) => UserTable::load(path, env)?,
-            None => UserTable::default(),
-        };
-        let login_template = match &config.login.template {
-            Some(path) => env.read_file(path).map_err(|e| {
-                ConfigError::single(&path.display().to_string(), format!("cannot read: {e}"))
-            })?,
-            None => DEFAULT_LOGIN_TEMPLATE.to_string(),
-        };
+        let users = UserTable::clone(&config.login.users);
+        let login_template = config
+            .login
+            .template
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LOGIN_TEMPLATE.to_string());
         let database = match &config.login.database {
             Some(settings) => Some(
                 UserDatabase::new(settings)

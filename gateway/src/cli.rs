@@ -15,7 +15,7 @@ use crate::errors::ConfigError;
 use crate::http::request::Origin;
 use crate::session::view::{sessions_json, timestamp};
 use crate::session::Handle;
-use crate::{operator, password, server, users::UserTable};
+use crate::{operator, password, server};
 
 #[derive(Parser)]
 #[command(
@@ -129,16 +129,8 @@ fn report(error: &ConfigError) -> ExitCode {
 }
 
 /// Config and users file together: both must be right before anything starts.
-fn load(path: &std::path::Path, env: &dyn Environment) -> Result<Config, ConfigError> {
-    let config = Config::load(path, env)?;
-    if let Some(users) = &config.login.users_file {
-        UserTable::load(users, env)?;
-    }
-    Ok(config)
-}
-
 fn run(path: &std::path::Path, upgrade: bool, env: &dyn Environment) -> ExitCode {
-    let app = match load(path, env).and_then(|c| App::new(c, env)) {
+    let app = match Config::load(path, env).and_then(|c| App::new(c)) {
         Ok(app) => app,
         Err(e) => return report(&e),
     };
@@ -152,7 +144,7 @@ fn run(path: &std::path::Path, upgrade: bool, env: &dyn Environment) -> ExitCode
 }
 
 fn check_config(path: &std::path::Path, env: &dyn Environment) -> ExitCode {
-    match load(path, env) {
+    match Config::load(path, env) {
         Ok(_) => {
             println!("config OK: {}", path.display());
             ExitCode::SUCCESS
@@ -187,11 +179,11 @@ fn hash_password() -> ExitCode {
 /// An [`App`] for one-shot commands: its audit lines go to Redis (and a file sink), never into
 /// the command's own output.
 fn tool_app(path: &std::path::Path, env: &dyn Environment) -> Result<Arc<App>, ExitCode> {
-    let mut config = load(path, env).map_err(|e| report(&e))?;
+    let mut config = Config::load(path, env).map_err(|e| report(&e))?;
     if config.audit.sink == AuditSink::Stdout {
         config.audit.sink = AuditSink::Off;
     }
-    App::new(config, env).map_err(|e| report(&e))
+    App::new(config).map_err(|e| report(&e))
 }
 
 fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {

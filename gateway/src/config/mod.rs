@@ -112,7 +112,8 @@ pub struct LoginSettings {
     pub users_file: Option<PathBuf>,
     /// The users file, read and checked with the config; empty without a `users_file`.
     pub users: Arc<UserTable>,
-    pub template: Option<PathBuf>,
+    /// The operator's login page (`[login] template`): the file's text, read and checked once.
+    pub template: Option<String>,
     pub database: Option<DatabaseSettings>,
     pub throttle: ThrottleSettings,
 }

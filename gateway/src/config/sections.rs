@@ -389,12 +389,22 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
             "is required unless [login.database] is set: where the gateway finds its users",
         );
     }
-    let template = s.get::<String>("template").map(|p| ctx.resolve(&p));
-    if let Some(path) = &template {
-        if let Err(e) = ctx.env.read_file(path) {
-            s.problem("template", format!("cannot read `{}`: {e}", path.display()));
-        }
-    }
+    let template = s
+        .get::<String>("template")
+        .map(|p| ctx.resolve(&p))
+        .and_then(|path| match ctx.env.read_file(&path) {
+            Ok(text) => match crate::pages::check_login_template(&text) {
+                Ok(()) => Some(text),
+                Err(message) => {
+                    s.problem("template", format!("`{}`: {message}", path.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                s.problem("template", format!("cannot read `{}`: {e}", path.display()));
+                None
+            }
+        });
     let throttle = ThrottleSettings {
         max_failures_per_user: s.integer_or_off("max_failures_per_user", 1..=u32::MAX, Some(10)),
         max_failures_per_ip: s.integer_or_off("max_failures_per_ip", 1..=u32::MAX, Some(50)),
