@@ -130,7 +130,7 @@ fn report(error: &ConfigError) -> ExitCode {
 
 /// Config and users file together: both must be right before anything starts.
 fn run(path: &std::path::Path, upgrade: bool, env: &dyn Environment) -> ExitCode {
-    let app = match Config::load(path, env).and_then(|c| App::new(c)) {
+    let app = match Config::load(path, env).and_then(App::new) {
         Ok(app) => app,
         Err(e) => return report(&e),
     };
