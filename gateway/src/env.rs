@@ -31,6 +31,8 @@ impl Environment for SystemEnvironment {
 #[derive(Default)]
 pub struct StaticEnvironment {
     pub vars: HashMap<String, String>,
+    /// Files by path, read instead of the disk; a path not listed is read from the disk.
+    pub files: HashMap<std::path::PathBuf, String>,
 }
 
 impl Environment for StaticEnvironment {
@@ -39,7 +41,10 @@ impl Environment for StaticEnvironment {
     }
 
     fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
+        match self.files.get(path) {
+            Some(text) => Ok(text.clone()),
+            None => std::fs::read_to_string(path),
+        }
     }
 }
 

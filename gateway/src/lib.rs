@@ -30,3 +30,6 @@ pub mod server;
 pub mod session;
 pub mod throttle;
 pub mod users;
+
+#[cfg(test)]
+pub(crate) mod testing;

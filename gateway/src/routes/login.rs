@@ -336,3 +336,352 @@ async fn start_session(
         .header("set-cookie", cookie)
         .header("set-cookie", app.cookies.expired(&nonce_cookie(app))))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::*;
+    use serde_json::json;
+
+    /// GET the login page, then post its form with the nonce cookie it set.
+    async fn form_login(
+        t: &TestApp,
+        user: &str,
+        password: &str,
+        next: &str,
+    ) -> crate::http::reply::Reply {
+        let page = t.serve(Req::page(&format!("/login?next={next}"))).await;
+        let token = page.form_field("csrf_token").expect("csrf field");
+        let nonce_name = format!("{}_csrf", t.app.config.session.cookie_name);
+        let nonce = page.cookie(&nonce_name).expect("nonce cookie");
+        t.serve(
+            Req::post_form(
+                "/login",
+                &[
+                    ("username", user),
+                    ("password", password),
+                    ("csrf_token", &token),
+                    ("next", next),
+                ],
+            )
+            .cookie(&format!("{nonce_name}={nonce}")),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_form_login_redirects_to_next_with_a_fresh_session() {
+        let t = TestApp::new();
+        let reply = form_login(&t, "alice", "alice-pw", "/reports?x=1").await;
+        assert_eq!(reply.status, 303, "{}", reply.text());
+        assert_eq!(reply.header_value("location"), Some("/reports?x=1"));
+        assert!(reply.cookie("gateway_session").is_some());
+        assert!(
+            reply.expires_cookie("gateway_session_csrf"),
+            "the nonce is spent"
+        );
+        assert_eq!(t.sessions.stored(), 1);
+        assert_eq!(t.events_named("login_success").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_json_login_answers_the_user() {
+        let t = TestApp::new();
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "alice", "password": "alice-pw"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.body_json(),
+            json!({"user": {"id": "1", "username": "alice", "role": "admin", "roles": ["admin", "user"]}})
+        );
+    }
+
+    #[tokio::test]
+    async fn every_login_makes_a_new_session_id() {
+        let t = TestApp::new();
+        let first = t.login("alice").await;
+        let second = t.login("alice").await;
+        assert_ne!(first, second);
+        assert_eq!(t.sessions.stored(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_is_401_and_counted() {
+        let t = TestApp::new();
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "alice", "password": "nope"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.body_json()["error"], "invalid_credentials");
+        assert!(reply.cookie("gateway_session").is_none());
+        let failures = t.events_named("login_failure");
+        assert_eq!(failures[0]["reason"], "wrong_password");
+        assert!(
+            !failures[0].to_string().contains("nope"),
+            "no password in the audit"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_and_disabled_users_get_the_same_answer_as_a_wrong_password() {
+        let t = TestApp::new();
+        let mut answers = Vec::new();
+        for (user, password) in [("alice", "nope"), ("nobody", "x"), ("carol", "carol-pw")] {
+            let reply = t
+                .serve(Req::post_json(
+                    "/login",
+                    json!({"username": user, "password": password}),
+                ))
+                .await;
+            answers.push((reply.status, reply.text()));
+        }
+        assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+        let reasons: Vec<_> = t
+            .events_named("login_failure")
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(reasons, ["wrong_password", "unknown_user", "disabled"]);
+    }
+
+    #[tokio::test]
+    async fn a_form_without_its_nonce_is_refused_as_expired() {
+        let t = TestApp::new();
+        let page = t.serve(Req::page("/login")).await;
+        let token = page.form_field("csrf_token").unwrap();
+        let reply = t
+            .serve(Req::post_form(
+                "/login",
+                &[
+                    ("username", "alice"),
+                    ("password", "alice-pw"),
+                    ("csrf_token", &token),
+                ],
+            ))
+            .await;
+        assert_eq!(reply.status, 403);
+        assert!(reply.text().contains("This sign-in form has expired"));
+        assert_eq!(t.sessions.stored(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_from_another_form_is_refused() {
+        let t = TestApp::new();
+        let one = t.serve(Req::page("/login")).await;
+        let other = t.serve(Req::page("/login")).await;
+        let nonce = other.cookie("gateway_session_csrf").unwrap();
+        let reply = t
+            .serve(
+                Req::post_form(
+                    "/login",
+                    &[
+                        ("username", "alice"),
+                        ("password", "alice-pw"),
+                        ("csrf_token", &one.form_field("csrf_token").unwrap()),
+                    ],
+                )
+                .cookie(&format!("gateway_session_csrf={nonce}")),
+            )
+            .await;
+        assert_eq!(reply.status, 403);
+    }
+
+    #[tokio::test]
+    async fn a_cross_site_post_is_refused_before_any_password_is_checked() {
+        let t = TestApp::new();
+        let reply = t
+            .serve(
+                Req::post_json(
+                    "/login",
+                    json!({"username": "alice", "password": "alice-pw"}),
+                )
+                .header("origin", "https://evil.example"),
+            )
+            .await;
+        assert_eq!(reply.status, 403);
+        assert_eq!(reply.body_json()["error"], "cross_site_request");
+        assert!(t.events_named("login_failure").is_empty());
+        assert_eq!(t.sessions.stored(), 0);
+    }
+
+    #[tokio::test]
+    async fn next_never_leaves_the_site() {
+        let t = TestApp::new();
+        for bad in ["//evil.example", "https://evil.example/", "/\\evil.example"] {
+            let encoded: String = form_urlencoded::byte_serialize(bad.as_bytes()).collect();
+            let reply = form_login(&t, "alice", "alice-pw", &encoded).await;
+            assert_eq!(reply.status, 303, "{bad}");
+            assert_eq!(reply.header_value("location"), Some("/"), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_page_keeps_a_safe_next_and_drops_an_unsafe_one() {
+        let t = TestApp::new();
+        let page = t.serve(Req::page("/login?next=%2Fadmin%3Ftab%3D1")).await;
+        assert_eq!(page.form_field("next").as_deref(), Some("/admin?tab=1"));
+        let page = t.serve(Req::page("/login?next=%2F%2Fevil.example")).await;
+        assert_eq!(page.form_field("next").as_deref(), Some(""));
+    }
+
+    #[tokio::test]
+    async fn too_many_failures_lock_the_username_before_the_password_is_checked() {
+        let t = TestApp::with(Settings {
+            login: "max_failures_per_user = 3\nfailure_window = \"10m\"",
+            ..Settings::default()
+        });
+        for _ in 0..3 {
+            let r = t
+                .serve(Req::post_json(
+                    "/login",
+                    json!({"username": "bob", "password": "x"}),
+                ))
+                .await;
+            assert_eq!(r.status, 401);
+        }
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "bob", "password": "bob-pw"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 429, "even the right password waits");
+        assert_eq!(reply.header_value("retry-after"), Some("600"));
+        assert_eq!(reply.body_json()["error"], "too_many_attempts");
+        t.advance(std::time::Duration::from_secs(601));
+        t.login("bob").await;
+    }
+
+    #[tokio::test]
+    async fn a_throttle_that_cannot_be_read_is_503_not_a_password_check() {
+        let t = TestApp::new();
+        t.counters.set_down(true);
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "bob", "password": "bob-pw"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.header_value("retry-after"), Some("1"));
+        assert_eq!(t.sessions.stored(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_at_login_is_503() {
+        let t = TestApp::new();
+        t.sessions.set_down(true);
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "bob", "password": "bob-pw"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.body_json()["error"], "session_store_unavailable");
+    }
+
+    #[tokio::test]
+    async fn the_per_user_limit_evicts_the_oldest_session() {
+        let t = TestApp::with(Settings {
+            session: "max_per_user = 2",
+            ..Settings::default()
+        });
+        let first = t.login("alice").await;
+        t.advance(std::time::Duration::from_secs(1));
+        t.login("alice").await;
+        t.advance(std::time::Duration::from_secs(1));
+        t.login("alice").await;
+        let evicted = t.events_named("session_evicted");
+        assert_eq!(evicted.len(), 1);
+        let live = t.app.store.list(Some("1")).await.unwrap();
+        assert_eq!(live.len(), 2);
+        let first_handle = t.app.keys.open(&first).unwrap().handle();
+        assert!(live.iter().all(|s| s.handle != first_handle));
+        assert_eq!(evicted[0]["handle"], first_handle.as_str());
+    }
+
+    #[tokio::test]
+    async fn the_per_user_limit_can_refuse_the_new_login() {
+        let t = TestApp::with(Settings {
+            session: "max_per_user = 1\non_limit = \"reject\"",
+            ..Settings::default()
+        });
+        t.login("alice").await;
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "alice", "password": "alice-pw"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 409);
+        assert_eq!(reply.body_json()["error"], "session_limit");
+        // Another user is not affected.
+        t.login("bob").await;
+    }
+
+    #[tokio::test]
+    async fn the_api_path_answers_in_an_envelope_and_takes_json_only() {
+        let t = TestApp::with(Settings {
+            login: "api_path = \"/api/v1/auth/login\"",
+            ..Settings::default()
+        });
+        let ok = t
+            .serve(Req::post_json(
+                "/api/v1/auth/login",
+                json!({"username": "bob", "password": "bob-pw"}),
+            ))
+            .await;
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.body_json()["success"], true);
+        assert_eq!(ok.body_json()["data"]["user"]["role"], "user");
+        let wrong = t
+            .serve(Req::post_json(
+                "/api/v1/auth/login",
+                json!({"username": "bob", "password": "x"}),
+            ))
+            .await;
+        assert_eq!(wrong.body_json()["success"], false);
+        let form = t
+            .serve(Req::post_form("/api/v1/auth/login", &[("username", "bob")]))
+            .await;
+        assert_eq!(form.status, 415);
+        let get = t.serve(Req::get("/api/v1/auth/login")).await;
+        assert_eq!(get.status, 405);
+        assert_eq!(get.header_value("allow"), Some("POST"));
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_4xx_not_errors() {
+        let t = TestApp::new();
+        let reply = t
+            .serve(
+                Req::new("POST", "/login")
+                    .header("content-type", "application/json")
+                    .body("{"),
+            )
+            .await;
+        assert_eq!(reply.status, 400);
+        let reply = t
+            .serve(
+                Req::new("POST", "/login")
+                    .header("content-type", "text/plain")
+                    .body("x"),
+            )
+            .await;
+        assert_eq!(reply.status, 415);
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "", "password": ""}),
+            ))
+            .await;
+        assert_eq!(reply.status, 401);
+    }
+}
