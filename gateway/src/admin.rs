@@ -24,10 +24,10 @@ use sha2::Sha256;
 
 use crate::app::App;
 use crate::errors::StoreError;
-use crate::http::request::Origin;
 use crate::operator;
 use crate::session::view::sessions_json;
 use crate::session::Handle;
+use crate::web::request::Origin;
 
 pub struct AdminApi {
     pub app: Arc<App>,
@@ -66,7 +66,7 @@ impl ServeHttp for AdminApi {
         let req = http.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_string();
-        let query_user = crate::http::request::query_param(req, "user");
+        let query_user = crate::web::request::query_param(req, "user");
         let bearer = req
             .headers
             .get("authorization")

@@ -8,16 +8,14 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
+use crate::assertion::AssertionSigner;
 use crate::audit::{Audit, EventStream, RedisStream};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::credentials::Authenticator;
 use crate::database::UserDatabase;
 use crate::errors::ConfigError;
-use crate::http::cookies::CookiePolicy;
-use crate::http::request::Origin;
 use crate::i18n::Texts;
-use crate::identity::AssertionSigner;
 use crate::metrics::Metrics;
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
@@ -25,6 +23,8 @@ use crate::session::backend::{RedisBackend, SessionBackend};
 use crate::session::{Keys, SessionGate, SessionStore};
 use crate::throttle::{FailureCounters, LoginThrottle, RedisCounters};
 use crate::users::UserTable;
+use crate::web::cookies::CookiePolicy;
+use crate::web::request::Origin;
 
 pub struct App {
     pub config: Config,

@@ -21,9 +21,9 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSettings, AuditSink};
-use crate::http::request::Origin;
 use crate::redis_conn::SharedRedis;
 use crate::session::{Handle, LiveSession};
+use crate::web::request::Origin;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditEvent {

@@ -12,9 +12,9 @@ use crate::app::App;
 use crate::config::{AuditSink, Config};
 use crate::env::{Environment, SystemEnvironment};
 use crate::errors::ConfigError;
-use crate::http::request::Origin;
 use crate::session::view::{sessions_json, timestamp};
 use crate::session::Handle;
+use crate::web::request::Origin;
 use crate::{operator, password, server};
 
 #[derive(Parser)]

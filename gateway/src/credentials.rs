@@ -15,8 +15,9 @@ use tokio::sync::Semaphore;
 
 use crate::database::UserDatabase;
 use crate::errors::CredentialError;
+use crate::identity::Identity;
 use crate::password::{default_decoy, PasswordHash};
-use crate::users::{Identity, User, UserTable};
+use crate::users::{User, UserTable};
 
 /// Flask-Bcrypt's default cost: what a WhaleFall-style database holds.
 const DATABASE_DECOY_COST: u32 = 12;

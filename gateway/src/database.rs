@@ -16,8 +16,9 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::config::DatabaseSettings;
 use crate::errors::CredentialError;
+use crate::identity::Identity;
 use crate::password::PasswordHash;
-use crate::users::{Identity, User};
+use crate::users::User;
 
 pub struct UserDatabase {
     pool: Pool,

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod assertion;
 pub mod audit;
 pub mod cli;
 pub mod clock;
@@ -16,7 +17,6 @@ pub mod credentials;
 pub mod database;
 pub mod env;
 pub mod errors;
-pub mod http;
 pub mod i18n;
 pub mod identity;
 pub mod metrics;
@@ -30,6 +30,7 @@ pub mod server;
 pub mod session;
 pub mod throttle;
 pub mod users;
+pub mod web;
 
 #[cfg(test)]
 pub(crate) mod testing;

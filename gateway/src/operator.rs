@@ -4,8 +4,8 @@
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::errors::StoreError;
-use crate::http::request::Origin;
 use crate::session::{Handle, LiveSession};
+use crate::web::request::Origin;
 
 /// Live sessions, of one user or of everyone, oldest first.
 pub async fn list(app: &App, user_id: Option<&str>) -> Result<Vec<LiveSession>, StoreError> {

@@ -35,16 +35,16 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::App;
 use crate::errors::http_status;
-use crate::http::cookies;
-use crate::http::forward::{set_forwarded, set_identity, strip_identity_headers};
-use crate::http::reply::Reply;
-use crate::http::request::{
-    client_ip, has_dot_segments, header, is_cors_preflight, same_origin, BodyError, MAX_OWN_BODY,
-};
 use crate::metrics::Outcome;
 use crate::routes::{self, route_for, RequestView};
 use crate::session::LiveSession;
 use crate::session::Presented;
+use crate::web::cookies;
+use crate::web::forward::{set_forwarded, set_identity, strip_identity_headers};
+use crate::web::reply::Reply;
+use crate::web::request::{
+    client_ip, has_dot_segments, header, is_cors_preflight, same_origin, BodyError, MAX_OWN_BODY,
+};
 
 pub struct Gateway {
     pub app: Arc<App>,

@@ -17,13 +17,13 @@ use crate::audit::MemoryStream;
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::env::StaticEnvironment;
-use crate::http::reply::Reply;
-use crate::http::request::Origin;
 use crate::metrics::Metrics;
 use crate::redis_conn::SharedRedis;
 use crate::routes::{self, route_for, RequestView};
 use crate::session::backend::MemoryBackend;
 use crate::throttle::MemoryCounters;
+use crate::web::reply::Reply;
+use crate::web::request::Origin;
 
 pub const SECRET: &str = "unit-test-session-secret-0123456789abcdef";
 /// 2027-01-15, a wall-clock time far from any edge.

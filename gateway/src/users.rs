@@ -14,15 +14,8 @@ use toml::Spanned;
 
 use crate::env::Environment;
 use crate::errors::{ConfigError, ConfigProblem};
+use crate::identity::Identity;
 use crate::password::PasswordHash;
-
-/// Who a logged-in user is, as the gateway tells the app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub id: String,
-    pub username: String,
-    pub roles: Vec<String>,
-}
 
 /// A user the gateway may let in.
 #[derive(Debug, Clone)]

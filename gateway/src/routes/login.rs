@@ -15,14 +15,14 @@ use super::{post_body, Handled, Refusal, RequestView};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::credentials::Verdict;
-use crate::http::cookies;
-use crate::http::reply::Reply;
-use crate::http::request::{form_fields, is_form, is_json, query_param, safe_next, Origin};
 use crate::i18n::Texts;
+use crate::identity::Identity;
 use crate::pages::{self, LoginPage};
 use crate::session::store::CreateOutcome;
 use crate::session::{token, SessionRecord};
-use crate::users::Identity;
+use crate::web::cookies;
+use crate::web::reply::Reply;
+use crate::web::request::{form_fields, is_form, is_json, query_param, safe_next, Origin};
 
 /// How long a login form stays usable.
 const FORM_LIFETIME_SECS: i64 = 3600;
@@ -348,7 +348,7 @@ mod tests {
         user: &str,
         password: &str,
         next: &str,
-    ) -> crate::http::reply::Reply {
+    ) -> crate::web::reply::Reply {
         let page = t.serve(Req::page(&format!("/login?next={next}"))).await;
         let token = page.form_field("csrf_token").expect("csrf field");
         let nonce_name = format!("{}_csrf", t.app.config.session.cookie_name);

@@ -6,10 +6,10 @@ use super::{post_body, Handled, Refusal, RequestView, SESSIONS_PATH};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::errors::StoreError;
-use crate::http::reply::Reply;
-use crate::http::request::{form_fields, is_form, query_param, wants_json, Origin};
 use crate::pages;
 use crate::session::{LiveSession, Presented};
+use crate::web::reply::Reply;
+use crate::web::request::{form_fields, is_form, query_param, wants_json, Origin};
 
 pub async fn confirm(app: &App, view: &RequestView<'_>) -> Handled {
     let req = view.head;

@@ -18,8 +18,8 @@ use http::Method;
 use pingora::http::RequestHeader;
 
 use crate::app::App;
-use crate::http::reply::Reply;
-use crate::http::request::{same_origin, BodyError, Origin};
+use crate::web::reply::Reply;
+use crate::web::request::{same_origin, BodyError, Origin};
 
 /// Path of the load balancer's health check on the public listener.
 pub const HEALTH_PATH: &str = "/_gateway/health";

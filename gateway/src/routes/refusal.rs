@@ -12,11 +12,11 @@ use pingora::http::RequestHeader;
 
 use crate::app::App;
 use crate::errors::StoreError;
-use crate::http::reply::Reply;
-use crate::http::request::{
+use crate::pages;
+use crate::web::reply::Reply;
+use crate::web::request::{
     is_page_navigation, path_and_query, prefers_html, wants_json, BodyError,
 };
-use crate::pages;
 
 #[derive(Debug)]
 pub enum Refusal {

@@ -4,11 +4,11 @@
 use super::{post_body, Handled, Refusal, RequestView, SESSIONS_PATH};
 use crate::app::App;
 use crate::audit::AuditEvent;
-use crate::http::reply::Reply;
-use crate::http::request::{form_fields, wants_json};
 use crate::pages::{self, SessionRow};
 use crate::session::view::{session_json, timestamp};
 use crate::session::{Handle, LiveSession, Presented};
+use crate::web::reply::Reply;
+use crate::web::request::{form_fields, wants_json};
 
 async fn signed_in(app: &App, view: &RequestView<'_>) -> Result<LiveSession, Refusal> {
     match app.sessions().presented(view.head, &view.origin).await? {

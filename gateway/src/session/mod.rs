@@ -10,7 +10,7 @@ pub mod view;
 
 use serde::{Deserialize, Serialize};
 
-use crate::users::Identity;
+use crate::identity::Identity;
 use std::time::Duration;
 
 pub use presented::{Presented, SessionGate};

@@ -11,8 +11,8 @@ use super::store::Lookup;
 use super::{Keys, LiveSession, SessionStore};
 use crate::audit::{Audit, AuditEvent};
 use crate::errors::StoreError;
-use crate::http::cookies;
-use crate::http::request::Origin;
+use crate::web::cookies;
+use crate::web::request::Origin;
 
 /// A browser may hold several cookies of one name (e.g. set for different paths); only this
 /// many are tried, so junk cannot make us do unbounded work.

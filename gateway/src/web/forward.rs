@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use pingora::http::RequestHeader;
 
-use crate::users::Identity;
+use crate::identity::Identity;
 
 pub const USER: &str = "x-auth-user";
 pub const USER_ID: &str = "x-auth-user-id";
