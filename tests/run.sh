@@ -4,8 +4,9 @@
 #   bash tests/run.sh
 #
 # 1. tests/deps.sh                 Debian packages + .venv (skipped when already done)
-# 2. cargo test --all-targets      Rust unit and integration tests (real redis-server);
-#                                  --no-fail-fast, so one failing test binary hides no others
+# 2. cargo test --all-targets      Rust unit tests (gateway/src) and integration tests (tests/it,
+#                                  one binary `it`; real redis-server); --no-fail-fast, so
+#                                  failing unit tests do not skip the integration tests
 # 3. pytest                        example app, compose checks, end-to-end (gateway + app
 #                                  + Redis + headless Chromium)
 #

@@ -287,4 +287,126 @@ mod tests {
         assert!(matches!(&decoy, PasswordHash::Bcrypt(t) if t.starts_with("$2b$04$")));
         assert!(!decoy.verify("x"));
     }
+
+    /// One entry of tests/vectors/password_hashes.json: a hash made by the real Python library
+    /// a Flask app stores it with (tests/vectors/make_vectors.py).
+    #[derive(Debug, serde::Deserialize)]
+    struct Vector {
+        scheme: String,
+        library: String,
+        password: String,
+        hash: String,
+    }
+
+    fn vectors() -> Vec<Vector> {
+        serde_json::from_str(include_str!("../../tests/vectors/password_hashes.json"))
+            .expect("tests/vectors/password_hashes.json")
+    }
+
+    /// Vector scheme prefix, and the word every parse error for that family names.
+    const FAMILIES: &[(&str, &str)] = &[
+        ("argon2", "argon2"),
+        ("bcrypt", "bcrypt"),
+        ("werkzeug-pbkdf2", "pbkdf2"),
+        ("werkzeug-scrypt", "scrypt"),
+    ];
+
+    fn family_of(v: &Vector) -> (&'static str, &'static str) {
+        *FAMILIES
+            .iter()
+            .find(|(prefix, _)| v.scheme.starts_with(prefix))
+            .unwrap_or_else(|| panic!("scheme {} has no family here", v.scheme))
+    }
+
+    /// Broken copies of a good hash: its last character cut off, and its cost parameter
+    /// (argon2 `m`, bcrypt cost, pbkdf2 iterations, scrypt N) made non-numeric.
+    fn malformed_variants(v: &Vector) -> Vec<String> {
+        let h = &v.hash;
+        let garbled = match family_of(v).0 {
+            "argon2" => h.replacen("m=", "m=x", 1),
+            "bcrypt" => format!("{}xx{}", &h[..4], &h[6..]),
+            "werkzeug-pbkdf2" => h.replacen("sha256:", "sha256:x", 1),
+            _ => h.replacen("scrypt:", "scrypt:x", 1),
+        };
+        assert_ne!(&garbled, h, "{}: nothing garbled", v.scheme);
+        vec![h[..h.len() - 1].to_string(), garbled]
+    }
+
+    /// Every vector of one family parses as that family, verifies with its password and not
+    /// with a wrong one; broken copies are refused with a reason naming the family.
+    fn check_family(family: &str) {
+        let vs: Vec<Vector> = vectors()
+            .into_iter()
+            .filter(|v| family_of(v).0 == family)
+            .collect();
+        assert!(!vs.is_empty(), "no vectors for {family}");
+        let mut failures = Vec::new();
+        for v in &vs {
+            let what = format!("{} ({}) {}", v.scheme, v.library, v.hash);
+            let parsed = match PasswordHash::parse(&v.hash) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    failures.push(format!("refused ({e}): {what}"));
+                    continue;
+                }
+            };
+            let right_kind = match (&parsed, family) {
+                (PasswordHash::Argon2(_), "argon2") | (PasswordHash::Bcrypt(_), "bcrypt") => true,
+                (PasswordHash::WerkzeugPbkdf2 { digest, .. }, "werkzeug-pbkdf2") => {
+                    *digest == Pbkdf2Digest::Sha256
+                }
+                (PasswordHash::WerkzeugScrypt { .. }, "werkzeug-scrypt") => true,
+                _ => false,
+            };
+            if !right_kind {
+                failures.push(format!("parsed as {parsed:?}: {what}"));
+            }
+            if !parsed.verify(&v.password) {
+                failures.push(format!("right password refused: {what}"));
+            }
+            if parsed.verify(&format!("{}x", v.password)) {
+                failures.push(format!("wrong password accepted: {what}"));
+            }
+            let word = family_of(v).1;
+            for bad in malformed_variants(v) {
+                match PasswordHash::parse(&bad) {
+                    Ok(p) => failures.push(format!("malformed {bad:?} accepted as {p:?}")),
+                    Err(e) if !e.contains(word) => {
+                        failures.push(format!("malformed {bad:?}: reason {e:?} names no {word}"))
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{family}:\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn every_vector_belongs_to_a_tested_family() {
+        for v in vectors() {
+            family_of(&v);
+        }
+    }
+
+    #[test]
+    fn argon2_hashes_from_argon2_cffi() {
+        check_family("argon2");
+    }
+
+    #[test]
+    fn bcrypt_2a_2b_2y_hashes_from_python_bcrypt() {
+        check_family("bcrypt");
+    }
+
+    /// The 10^6-round vector takes seconds in a debug build: the PBKDF2 loop is instantiated
+    /// in this crate, which the dev profile does not optimise.
+    #[test]
+    fn werkzeug_pbkdf2_sha256_hashes() {
+        check_family("werkzeug-pbkdf2");
+    }
+
+    #[test]
+    fn werkzeug_scrypt_hashes() {
+        check_family("werkzeug-scrypt");
+    }
 }

@@ -4,14 +4,12 @@
 //! `drain_delay + grace_period + shutdown_timeout`. With two gateways sharing Redis behind a load balancer,
 //! a rolling restart loses no request.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const DRAIN_DELAY_SECS: u64 = 1;
 const GRACE_PERIOD_SECS: u64 = 2;

@@ -4,11 +4,8 @@
 //! gateway's pages speak the user's language. Real redis-server, real echo upstream, real
 //! gateway binary.
 
-mod session_helpers;
-mod support;
-
-use session_helpers::*;
-use support::*;
+use crate::session_helpers::*;
+use crate::support::*;
 
 const APP_COOKIE: &str = "whalefall_session";
 

@@ -2,11 +2,9 @@
 //! `[login] failure_window` are refused with 429 before any password is checked, on every
 //! instance, until the window passes.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn limits(user: u32, ip: u32, window: &str) -> impl FnOnce(TestConfig) -> TestConfig {
     let window = window.to_string();

@@ -2,16 +2,13 @@
 //! stdout and one entry in the Redis stream `{prefix}audit`, with when, who,
 //! which session, from where, and never a cookie, password or secret.
 
-mod session_helpers;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
+use crate::session_helpers::*;
+use crate::support::*;
 use reqwest::Method;
 use serde_json::Value;
-use session_helpers::*;
-use support::*;
 
 const PREFIX: &str = "whalefall:";
 const UA: &str = "AuditAgent/1.0 (tests)";
@@ -59,6 +56,19 @@ fn has_at_least(events: &[Value], want: &BTreeMap<&str, usize>) -> bool {
     let have = count_by_type(events);
     want.iter()
         .all(|(k, n)| have.get(*k).copied().unwrap_or(0) >= *n)
+}
+
+/// `entries-added` of `XINFO STREAM`: every entry ever added to the audit stream, trimmed or
+/// not (Redis 7+).
+fn stream_entries_added(redis: &RedisServer, prefix: &str) -> u64 {
+    let info: Result<std::collections::HashMap<String, redis::Value>, _> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(format!("{prefix}audit"))
+        .query(&mut redis.connection());
+    match info.ok().as_ref().and_then(|i| i.get("entries-added")) {
+        Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn parse_ts(ts: &str) -> SystemTime {
@@ -380,6 +390,8 @@ async fn natural_idle_expiry_is_audited_when_the_cookie_comes_back() {
         let s = Stack::start_with(|c| c.idle_timeout("2s").absolute_timeout("60s")).await;
         let cookie = login(&s.gw, "alice").await;
         let handle = handle_of(&s.gw, &cookie).await;
+        // Waiting out the 2s idle timeout is the point of the test (polling with the cookie
+        // would keep the session alive), so this sleep stays.
         tokio::time::sleep(Duration::from_millis(2600)).await;
         assert_eq!(get_as_agent(&s.gw, &cookie).await, 401);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -500,9 +512,16 @@ async fn redis_stream_is_capped() {
     )
     .await;
     assert_eq!(stdout_count, 260);
-    // Give the asynchronous XADDs a moment, then the stream must be trimmed
-    // (MAXLEN ~ trims whole nodes, so the length is approximate but bounded).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The XADDs run on spawned tasks: wait until Redis has taken all 260 of them, then the
+    // stream must be trimmed (MAXLEN ~ trims whole nodes, so the length is approximate but
+    // bounded).
+    poll_until(
+        "260 entries added to the audit stream",
+        Duration::from_secs(10),
+        || stream_entries_added(&s.redis, PREFIX),
+        |n| *n >= 260,
+    )
+    .await;
     let len: u64 = redis::cmd("XLEN")
         .arg(format!("{PREFIX}audit"))
         .query(&mut s.redis.connection())
@@ -526,7 +545,16 @@ async fn a_flood_of_forged_cookies_is_audited_at_a_capped_rate() {
         assert_eq!(get_as_agent(&s.gw, &forged).await, 401);
     }
     let seconds = started.elapsed().as_secs() + 1;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A logout after the flood: the log sink writes lines in the order they were recorded, so
+    // once its line is on stdout, every cookie_rejected line that was going to be is there too.
+    logout(&s.gw, "/logout", &cookie).await;
+    poll_until(
+        "the logout after the flood on stdout",
+        Duration::from_secs(10),
+        || events_named(&stdout_events(&s.gw), "logout").len(),
+        |n| *n >= 1,
+    )
+    .await;
     let recorded = events_named(&stdout_events(&s.gw), "cookie_rejected").len() as u64;
     assert!(recorded >= 1, "no cookie_rejected event at all");
     assert!(

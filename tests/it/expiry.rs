@@ -1,13 +1,10 @@
 //! Session expiry: the idle timeout slides with use, the absolute timeout does
 //! not, and sliding costs at most one Redis write per touch interval.
 
-mod session_helpers;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use session_helpers::*;
-use support::*;
+use crate::session_helpers::*;
+use crate::support::*;
 
 const PREFIX: &str = "whalefall:";
 /// Wall clock (the gateway's) versus monotonic clock (ours): allow a little drift.

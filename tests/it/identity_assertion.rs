@@ -3,13 +3,11 @@
 //! "v1\n{t}\n{METHOD}\n{path?query}\n{id}\n{username}\n{roles}", so the app can tell the
 //! identity headers came from the gateway. Client-sent assertions never reach the app.
 
-mod support;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use support::*;
 
 const SIGNING_SECRET: &str = "identity-signing-secret-0123456789-abcdefghij";
 

@@ -1,9 +1,7 @@
 //! `[login] template`: the operator's own login page, with the gateway's placeholders filled in
 //! (escaped), working exactly like the built-in one.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const TEMPLATE: &str = r#"<!doctype html><html><body><h1>ACME single sign-on</h1>{{error}}
 <form method="post" action="{{action}}">

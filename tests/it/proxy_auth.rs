@@ -1,12 +1,10 @@
 //! Access control in front of the application: who gets proxied, what the
 //! application sees, and what unauthenticated clients get instead.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const SPOOFED: &[(&str, &str)] = &[
     ("X-Auth-User", "mallory"),

@@ -1,8 +1,6 @@
 //! Login: the HTML form flow (CSRF, Origin, `next` handling) and the JSON API.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const OPEN_REDIRECTS: &[&str] = &[
     "//evil.com",

@@ -1,11 +1,8 @@
 //! Per-user session limits: `[session] max_per_user` with `on_limit =
 //! "evict_oldest"` (the new login wins) or `"reject"` (the new login is refused).
 
-mod session_helpers;
-mod support;
-
-use session_helpers::*;
-use support::*;
+use crate::session_helpers::*;
+use crate::support::*;
 
 fn limited(cfg: TestConfig, max: u32, policy: &str) -> TestConfig {
     session_settings(

@@ -1,7 +1,5 @@
 //! Helpers shared by the session-control tests (expiry, limits, revocation,
-//! admin API, CLI, audit). Builds on `support`; every test file that uses it
-//! declares both `mod support;` and `mod session_helpers;`.
-#![allow(dead_code)]
+//! admin API, CLI, audit). Builds on `support`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -148,6 +146,7 @@ pub fn get_json(redis: &RedisServer, key: &str) -> Value {
 
 pub struct Pair {
     pub redis: RedisServer,
+    #[allow(dead_code)] // held so the upstream lives as long as the two gateways
     pub upstream: Upstream,
     pub a: Gateway,
     pub b: Gateway,

@@ -1,12 +1,10 @@
 //! Server-side sessions in Redis: key layout, record content, lifetime, and
 //! secrets never leaking into Redis or the logs.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use base64::Engine;
-use support::*;
 
 fn now_unix() -> i64 {
     SystemTime::now()

@@ -7,15 +7,13 @@
 //! and drops its own database. Hashes are made by Python's `bcrypt`, exactly as Flask-Bcrypt
 //! stores them.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio_postgres::NoTls;
 
 /// Hang guard for one request while the database misbehaves (the default lookup timeout is
@@ -189,9 +187,9 @@ impl Drop for TestDb {
     }
 }
 
-#[allow(dead_code)]
 struct Seeded {
     admin: i32,
+    #[allow(dead_code)] // seeded so the table looks like WhaleFall's; no test needs its id
     inactive: i32,
     user: i32,
 }

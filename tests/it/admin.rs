@@ -1,10 +1,8 @@
 //! The admin listener (health, readiness, metrics) and process lifecycle.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 async fn metrics(gw: &Gateway) -> String {
     let resp = client().get(gw.admin_url("/metrics")).send().await.unwrap();

@@ -2,11 +2,9 @@
 //! believed only when the TCP peer is a trusted proxy. Otherwise the peer address is the client
 //! address everywhere: in the session record, in the audit trail and in what the app receives.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// `POST /login` (JSON) as alice with extra request headers; returns the session cookie.
 async fn login_alice_with(gw: &Gateway, headers: &[(&str, &str)]) -> String {

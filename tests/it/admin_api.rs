@@ -1,12 +1,9 @@
 //! The admin session API on the admin listener: switched off without a token,
 //! bearer-token protected with one, and never exposing cookie material.
 
-mod session_helpers;
-mod support;
-
+use crate::session_helpers::*;
+use crate::support::*;
 use reqwest::Method;
-use session_helpers::*;
-use support::*;
 
 const FIELDS: &[&str] = &[
     "handle",

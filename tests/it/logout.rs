@@ -1,9 +1,7 @@
 //! Logout: the confirmation page, the POST that ends the session, and CSRF
 //! protection of that POST.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn cookie_header_with(pairs: &[(String, String)]) -> String {
     pairs

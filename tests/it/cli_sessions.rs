@@ -1,11 +1,8 @@
 //! `gateway sessions list|revoke` and `gateway audit tail`, run against the
 //! same config file as a running gateway.
 
-mod session_helpers;
-mod support;
-
-use session_helpers::*;
-use support::*;
+use crate::session_helpers::*;
+use crate::support::*;
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -2,11 +2,9 @@
 //! with 503 quickly, public paths keep working, and the gateway recovers by
 //! itself once Redis is back.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Hang guard for requests made while Redis is unavailable; the contract says
 /// the gateway answers "within ~timeout" (1 s in the test config).

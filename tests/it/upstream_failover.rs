@@ -1,17 +1,15 @@
 //! Several upstreams: round robin between the healthy ones, TCP health checks taking a dead one
 //! out of rotation (and putting it back), and a clear 502 when none is left.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use support::*;
 
 /// Generous bound for "the health check noticed" (checks run every second).
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(30);

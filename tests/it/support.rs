@@ -4,7 +4,6 @@
 //! a hyper HTTP/1.1 upstream that echoes what it receives, and the compiled
 //! `gateway` binary. Readiness is always established by polling, never by
 //! sleeping a fixed amount of time.
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -189,10 +188,6 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -281,10 +276,6 @@ impl RedisServer {
             out.push((key, text));
         }
         out
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 }
 
@@ -752,10 +743,6 @@ impl TestConfig {
         self.public = prefixes.iter().map(|s| s.to_string()).collect();
         self
     }
-    pub fn redis_timeout(mut self, d: &str) -> Self {
-        self.redis_timeout = d.to_string();
-        self
-    }
     pub fn key_prefix(mut self, p: &str) -> Self {
         self.key_prefix = p.to_string();
         self
@@ -936,25 +923,6 @@ impl Gateway {
             }
         }
         unreachable!()
-    }
-
-    /// Starts the gateway from a raw config text (ports must match `listen`/`admin`).
-    pub async fn start_raw(
-        config_toml: &str,
-        users_toml: &str,
-        listen_port: u16,
-        admin_port: u16,
-    ) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("gateway.toml"), config_toml).unwrap();
-        fs::write(dir.path().join("users.toml"), users_toml).unwrap();
-        let mut config = TestConfig::new("redis://unused", "127.0.0.1:1".parse().unwrap());
-        config.listen_port = listen_port;
-        config.admin_port = admin_port;
-        match Gateway::spawn_in(dir, config, &[]).await {
-            Ok(gw) => gw,
-            Err((logs, _)) => panic!("gateway did not become ready:\n{logs}"),
-        }
     }
 
     async fn try_start(config: &TestConfig) -> Result<Gateway, (String, bool)> {
@@ -1410,7 +1378,6 @@ impl Stack {
 /// across instances). If the scenario fails while the machine's wall clock jumped (a paused or
 /// re-synced VM, seen on CI machines), the failure says nothing about the gateway, so the
 /// scenario runs again, up to three times in all; any other failure fails the test at once.
-#[allow(dead_code)]
 pub async fn tolerate_clock_jumps<F, Fut>(scenario: F)
 where
     F: Fn() -> Fut,

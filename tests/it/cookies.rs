@@ -1,9 +1,7 @@
 //! The session cookie: its attributes, and what happens with forged ones.
 
-mod support;
-
+use crate::support::*;
 use base64::Engine;
-use support::*;
 
 fn has_attr(attrs: &[(String, String)], name: &str) -> bool {
     attrs.iter().any(|(k, _)| k == name)

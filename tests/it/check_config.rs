@@ -1,12 +1,10 @@
 //! `gateway check-config`: a valid file passes; every problem of a broken file
 //! is reported with its line; nothing ever panics.
 
-mod support;
-
 use std::fs;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn check(path: &std::path::Path) -> (Option<i32>, String, String) {
     let out = run_gateway_cli(&["check-config", "--config", path.to_str().unwrap()], None);

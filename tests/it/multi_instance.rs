@@ -1,9 +1,7 @@
 //! Several gateway instances sharing one Redis behave as one: sessions are
 //! portable between them and survive an instance restart.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 struct Pair {
     redis: RedisServer,

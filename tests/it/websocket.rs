@@ -1,8 +1,6 @@
 //! WebSocket upgrades through the gateway: allowed only with a live session, carrying the
 //! gateway's identity headers (never the client's), and then relaying frames both ways.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +11,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use support::*;
+use crate::support::*;
 
 /// Hang guard for any single WebSocket step.
 const STEP: Duration = Duration::from_secs(15);

@@ -4,12 +4,9 @@
 //!
 //! Also the user's own session page, `/_gateway/sessions`.
 
-mod session_helpers;
-mod support;
-
+use crate::session_helpers::*;
+use crate::support::*;
 use reqwest::Method;
-use session_helpers::*;
-use support::*;
 
 async fn post_logout(gw: &Gateway, path: &str, cookie: &str) -> reqwest::Response {
     client()

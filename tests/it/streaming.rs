@@ -1,11 +1,9 @@
 //! Large request and response bodies pass through the gateway intact.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use sha2::{Digest, Sha256};
-use support::*;
 
 const UPLOAD_BYTES: usize = 20 * 1024 * 1024;
 const DOWNLOAD_BYTES: u64 = 50 * 1024 * 1024;
