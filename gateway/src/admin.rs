@@ -22,11 +22,12 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use sha2::Sha256;
 
-use crate::app::App;
+use crate::app::{App, Readiness};
 use crate::errors::StoreError;
 use crate::operator;
 use crate::session::view::sessions_json;
 use crate::session::Handle;
+use crate::web::reply::error_body;
 use crate::web::request::Origin;
 
 pub struct AdminApi {
@@ -54,10 +55,7 @@ fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
 }
 
 fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
-    json(
-        status,
-        serde_json::json!({"error": code, "message": message}),
-    )
+    json(status, error_body(code, message))
 }
 
 #[async_trait]
@@ -74,22 +72,18 @@ impl ServeHttp for AdminApi {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().to_string());
-        let by = Origin {
-            ip: http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
-            user_agent: req.headers.get("user-agent").cloned(),
-        };
+        let peer = http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let by = Origin::of(peer, req);
         let app = &self.app;
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => reply(200, "text/plain", b"ok\n".to_vec()),
-            (Method::GET, "/readyz") => {
-                if app.is_draining() {
-                    reply(503, "text/plain", b"draining\n".to_vec())
-                } else if app.store.ping().await.is_ok() {
-                    reply(200, "text/plain", b"ready\n".to_vec())
-                } else {
+            (Method::GET, "/readyz") => match app.readiness().await {
+                Readiness::Ready => reply(200, "text/plain", b"ready\n".to_vec()),
+                Readiness::Draining => reply(503, "text/plain", b"draining\n".to_vec()),
+                Readiness::StoreUnavailable => {
                     reply(503, "text/plain", b"session store unavailable\n".to_vec())
                 }
-            }
+            },
             (Method::GET, "/metrics") => {
                 reply(200, "text/plain; version=0.0.4", app.metrics.render())
             }

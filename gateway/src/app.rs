@@ -2,7 +2,6 @@
 //! session store and throttle over their Redis backends (or, in unit tests, over memory and a
 //! settable clock: [`Parts`]), the credential sources, the audit trail, metrics and keys.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -24,7 +23,6 @@ use crate::session::{Keys, SessionGate, SessionStore};
 use crate::throttle::{FailureCounters, LoginThrottle, RedisCounters};
 use crate::users::UserTable;
 use crate::web::cookies::CookiePolicy;
-use crate::web::request::Origin;
 
 pub struct App {
     pub config: Config,
@@ -48,6 +46,14 @@ pub struct App {
     pub hidden_cookies: Vec<String>,
     /// Set when shutdown begins, so health checks steer the load balancer away first.
     pub draining: AtomicBool,
+}
+
+/// What the health checks (`/_gateway/health`, `/readyz`) report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Draining,
+    StoreUnavailable,
 }
 
 /// The replaceable parts: what production takes from Redis and the system clock, and unit
@@ -116,7 +122,7 @@ impl App {
         ));
         let own_cookies = vec![
             config.session.cookie_name.clone(),
-            format!("{}_csrf", config.session.cookie_name),
+            config.session.nonce_cookie_name(),
         ];
         Ok(Arc::new(App {
             clock: parts.clock,
@@ -155,6 +161,17 @@ impl App {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Whether this instance should get traffic: not draining, and its session store answers.
+    pub async fn readiness(&self) -> Readiness {
+        if self.is_draining() {
+            Readiness::Draining
+        } else if self.store.ping().await.is_err() {
+            Readiness::StoreUnavailable
+        } else {
+            Readiness::Ready
+        }
+    }
+
     /// Which session, if any, a request presents.
     pub fn sessions(&self) -> SessionGate<'_> {
         SessionGate {
@@ -163,10 +180,5 @@ impl App {
             store: &self.store,
             audit: &self.audit,
         }
-    }
-
-    /// The request's origin for the audit trail and the session record.
-    pub fn origin(&self, client_ip: Option<IpAddr>, req: &RequestHeader) -> Origin {
-        Origin::of(client_ip, req)
     }
 }

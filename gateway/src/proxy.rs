@@ -43,7 +43,8 @@ use crate::web::cookies;
 use crate::web::forward::{set_forwarded, set_identity, strip_identity_headers};
 use crate::web::reply::Reply;
 use crate::web::request::{
-    client_ip, has_dot_segments, header, is_cors_preflight, same_origin, BodyError, MAX_OWN_BODY,
+    client_ip, has_dot_segments, header, is_cors_preflight, same_origin, BodyError, Origin,
+    MAX_OWN_BODY,
 };
 
 pub struct Gateway {
@@ -55,7 +56,8 @@ pub struct Gateway {
 pub struct RequestCtx {
     peer: Option<IpAddr>,
     peer_is_trusted: bool,
-    session: Option<LiveSession>,
+    /// The live session the request presented (pingora's `Session` is the connection).
+    live: Option<LiveSession>,
     /// Which of `App::hidden_cookies` the request carried (bit i = name i).
     hidden_cookies_sent: u64,
     /// A same-origin POST to one of the app's logout paths: if the app accepts it, the gateway
@@ -81,7 +83,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             peer: None,
             peer_is_trusted: false,
-            session: None,
+            live: None,
             hidden_cookies_sent: 0,
             app_logout: false,
             outcome: Outcome::Proxied,
@@ -98,7 +100,7 @@ impl ProxyHttp for Gateway {
         ctx.peer_is_trusted = ctx
             .peer
             .is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
-        let origin = app.origin(
+        let origin = Origin::of(
             client_ip(ctx.peer, session.req_header(), trusted),
             session.req_header(),
         );
@@ -143,7 +145,7 @@ impl ProxyHttp for Gateway {
                 ctx.app_logout = req.method == http::Method::POST
                     && app.config.is_app_logout(&path)
                     && same_origin(req);
-                ctx.session = Some(live);
+                ctx.live = Some(live);
                 return Ok(false);
             }
             Ok(Presented::Nothing) => (
@@ -200,7 +202,7 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(origin_form);
         }
         strip_identity_headers(upstream);
-        if let Some(live) = &ctx.session {
+        if let Some(live) = &ctx.live {
             let identity = live.record.identity();
             set_identity(upstream, &identity)?;
             if let Some(signer) = &self.app.signer {
@@ -284,13 +286,13 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if let (true, Some(live)) = (ctx.app_logout, &ctx.session) {
+        if let (true, Some(live)) = (ctx.app_logout, &ctx.live) {
             // Only a logout the app carried out (2xx/3xx) ends ours: a refused one (say, its
             // CSRF token expired) leaves the user signed in everywhere, as they were.
             if (200..400).contains(&response.status.as_u16()) {
                 let req = session.req_header();
                 let ip = client_ip(ctx.peer, req, &app.config.server.trusted_proxies);
-                let origin = app.origin(ip, req);
+                let origin = Origin::of(ip, req);
                 match routes::end_for_app_logout(app, live, &origin).await {
                     Ok(()) => {
                         let name = &app.config.session.cookie_name;

@@ -170,6 +170,18 @@ pub struct AuditSettings {
     pub stream_max_len: u64,
 }
 
+impl SessionSettings {
+    /// The short-lived cookie holding a login form's anti-forgery nonce.
+    pub fn nonce_cookie_name(&self) -> String {
+        nonce_cookie_name(&self.cookie_name)
+    }
+}
+
+/// The nonce cookie that goes with session cookie `cookie_name`.
+pub fn nonce_cookie_name(cookie_name: &str) -> String {
+    format!("{cookie_name}_csrf")
+}
+
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {

@@ -263,7 +263,7 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
     }
     // The app sets its own session cookie on every response it renders a CSRF token into; a
     // gateway cookie of the same name would be overwritten and the user signed out after a page.
-    let csrf_cookie = format!("{cookie_name}_csrf");
+    let csrf_cookie = nonce_cookie_name(&cookie_name);
     for ours in [&cookie_name, &csrf_cookie] {
         if ours == FLASK_DEFAULT_COOKIE {
             s.problem(

@@ -28,7 +28,7 @@ use crate::web::request::{form_fields, is_form, is_json, query_param, safe_next,
 const FORM_LIFETIME_SECS: i64 = 3600;
 
 fn nonce_cookie(app: &App) -> String {
-    format!("{}_csrf", app.config.session.cookie_name)
+    app.config.session.nonce_cookie_name()
 }
 
 /// The sign-in page, with a fresh anti-forgery nonce.
@@ -351,7 +351,7 @@ mod tests {
     ) -> crate::web::reply::Reply {
         let page = t.serve(Req::page(&format!("/login?next={next}"))).await;
         let token = page.form_field("csrf_token").expect("csrf field");
-        let nonce_name = format!("{}_csrf", t.app.config.session.cookie_name);
+        let nonce_name = t.app.config.session.nonce_cookie_name();
         let nonce = page.cookie(&nonce_name).expect("nonce cookie");
         t.serve(
             Req::post_form(

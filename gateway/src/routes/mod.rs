@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::Method;
 use pingora::http::RequestHeader;
 
-use crate::app::App;
+use crate::app::{App, Readiness};
 use crate::web::reply::Reply;
 use crate::web::request::{same_origin, BodyError, Origin};
 
@@ -86,13 +86,12 @@ pub async fn serve(app: &App, route: Route, view: &RequestView<'_>) -> Reply {
 }
 
 async fn health(app: &App) -> Reply {
-    if app.is_draining() {
-        return Reply::json(503, &serde_json::json!({"status": "draining"}));
-    }
-    match app.store.ping().await {
-        Ok(()) => Reply::json(200, &serde_json::json!({"status": "ok"})),
-        Err(_) => Reply::json(503, &serde_json::json!({"status": "unavailable"})),
-    }
+    let (status, word) = match app.readiness().await {
+        Readiness::Ready => (200, "ok"),
+        Readiness::Draining => (503, "draining"),
+        Readiness::StoreUnavailable => (503, "unavailable"),
+    };
+    Reply::json(status, &serde_json::json!({ "status": word }))
 }
 
 /// The body of a state-changing request the gateway answers itself, once the request is known

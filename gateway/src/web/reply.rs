@@ -32,10 +32,7 @@ impl Reply {
 
     /// `{"error": code, "message": message}`.
     pub fn json_error(status: u16, code: &str, message: &str) -> Reply {
-        Reply::json(
-            status,
-            &serde_json::json!({ "error": code, "message": message }),
-        )
+        Reply::json(status, &error_body(code, message))
     }
 
     pub fn redirect(status: u16, location: &str) -> Reply {
@@ -46,4 +43,10 @@ impl Reply {
         self.headers.push((name, value.into()));
         self
     }
+}
+
+/// The JSON body of every error the gateway answers, on both listeners: `code` is fixed for
+/// programs, `message` is for people.
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": code, "message": message })
 }
