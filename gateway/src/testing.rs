@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::redis_conn::SharedRedis;
 use crate::routes::{self, route_for, RequestView};
 use crate::session::backend::MemoryBackend;
+use crate::session::{Handle, Presented};
 use crate::throttle::MemoryCounters;
 use crate::web::reply::Reply;
 use crate::web::request::Origin;
@@ -163,6 +164,44 @@ impl TestApp {
     pub fn cookie(&self, value: &str) -> String {
         format!("{}={value}", self.app.config.session.cookie_name)
     }
+
+    /// The handle of the session behind a cookie value this gateway issued.
+    pub fn handle_of(&self, cookie_value: &str) -> Handle {
+        self.app
+            .keys
+            .open(cookie_value)
+            .expect("a cookie this gateway sealed")
+            .handle()
+    }
+
+    /// What a plain request carrying this session cookie value presents.
+    pub async fn presented(&self, cookie_value: &str) -> Presented {
+        let req = Req::get("/").cookie(&self.cookie(cookie_value));
+        self.app
+            .sessions()
+            .presented(&req.head, &req.origin())
+            .await
+            .expect("store up")
+    }
+
+    /// Whether the session behind this cookie value is still stored (not revoked or expired).
+    pub async fn is_stored(&self, cookie_value: &str) -> bool {
+        let handle = self.handle_of(cookie_value);
+        self.app
+            .store
+            .get(&handle)
+            .await
+            .expect("store up")
+            .is_some()
+    }
+}
+
+/// Lets tasks the code under test spawned (the idle-timeout touch) run to completion: the
+/// memory backend never waits, so a few turns of the scheduler are enough.
+pub async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// A request under construction.
@@ -215,8 +254,23 @@ impl Req {
         self
     }
 
+    /// Sets `name` to `value` alone, replacing what the builder put there (e.g. the same-site
+    /// `Origin` of [`Req::post_form`]); [`Req::header`] adds a further value instead.
+    pub fn set_header(mut self, name: &str, value: &str) -> Req {
+        self.head
+            .insert_header(name.to_string(), value)
+            .expect("header");
+        self
+    }
+
     pub fn cookie(self, pair: &str) -> Req {
         self.header("cookie", pair)
+    }
+
+    /// The request as sent from another client address.
+    pub fn sent_from(mut self, ip: &str) -> Req {
+        self.ip = Some(ip.parse().expect("an IP address"));
+        self
     }
 
     pub fn body(mut self, body: impl Into<Bytes>) -> Req {

@@ -215,3 +215,165 @@ impl LoginThrottle {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    struct Fixture {
+        clock: Arc<ManualClock>,
+        counters: Arc<MemoryCounters>,
+        throttle: LoginThrottle,
+    }
+
+    fn throttle(per_user: Option<u32>, per_ip: Option<u32>) -> Fixture {
+        let clock = Arc::new(ManualClock::at(1_800_000_000_000));
+        let counters = Arc::new(MemoryCounters::new(clock.clone()));
+        let settings = ThrottleSettings {
+            max_failures_per_user: per_user,
+            max_failures_per_ip: per_ip,
+            window: WINDOW,
+        };
+        let throttle = LoginThrottle::new(counters.clone(), "t:", &settings);
+        Fixture {
+            clock,
+            counters,
+            throttle,
+        }
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    impl Fixture {
+        async fn fail(&self, user: &str, from: Option<IpAddr>, times: u32) {
+            for _ in 0..times {
+                self.throttle.record_failure(user, from).await.unwrap();
+            }
+        }
+
+        async fn refused(&self, user: &str, from: Option<IpAddr>) -> bool {
+            self.throttle.refusal(user, from).await.unwrap().is_some()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_username_is_locked_at_its_limit_in_any_spelling() {
+        let f = throttle(Some(3), None);
+        f.fail("Alice", ip("192.0.2.1"), 1).await;
+        f.fail(" alice ", ip("192.0.2.2"), 1).await;
+        assert!(!f.refused("alice", None).await, "two of three");
+        f.fail("ALICE", None, 1).await;
+        for spelling in ["alice", "Alice", "  ALICE\t"] {
+            assert_eq!(
+                f.throttle
+                    .refusal(spelling, ip("198.51.100.1"))
+                    .await
+                    .unwrap(),
+                Some(WINDOW),
+                "{spelling:?}"
+            );
+        }
+        assert!(
+            !f.refused("bob", ip("192.0.2.1")).await,
+            "other users are not locked"
+        );
+        assert!(!f.refused("alice2", None).await);
+    }
+
+    #[tokio::test]
+    async fn an_address_is_locked_across_usernames() {
+        let f = throttle(None, Some(4));
+        for user in ["a", "b", "c", "d"] {
+            f.fail(user, ip("192.0.2.9"), 1).await;
+        }
+        assert!(f.refused("never-tried", ip("192.0.2.9")).await);
+        assert!(
+            !f.refused("a", ip("192.0.2.10")).await,
+            "another address is fine"
+        );
+        assert!(!f.refused("a", None).await, "no address, no address limit");
+        let v6 = ip("2001:db8::1");
+        f.fail("x", v6, 4).await;
+        assert!(f.refused("y", v6).await);
+    }
+
+    #[tokio::test]
+    async fn success_clears_the_users_count_but_not_the_addresss() {
+        let f = throttle(Some(3), Some(5));
+        let from = ip("192.0.2.1");
+        f.fail("alice", from, 2).await;
+        f.throttle.record_success("ALICE").await.unwrap();
+        f.fail("alice", from, 2).await;
+        assert!(
+            !f.refused("alice", None).await,
+            "the user's count restarted"
+        );
+        // Four failures from the address count still: one more locks it for everyone.
+        f.fail("bob", from, 1).await;
+        assert!(f.refused("carol", from).await);
+    }
+
+    #[tokio::test]
+    async fn the_lock_lifts_when_the_window_from_the_first_failure_passes() {
+        let f = throttle(Some(2), None);
+        f.fail("alice", None, 1).await;
+        f.clock.advance(WINDOW - Duration::from_secs(1));
+        f.fail("alice", None, 1).await;
+        assert!(f.refused("alice", None).await);
+        f.clock.advance(Duration::from_secs(1));
+        assert!(
+            !f.refused("alice", None).await,
+            "the window runs from the first failure"
+        );
+        f.fail("alice", None, 1).await;
+        assert!(
+            !f.refused("alice", None).await,
+            "a fresh window, one failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_that_are_off_never_refuse_or_count() {
+        let f = throttle(None, None);
+        f.fail("alice", ip("192.0.2.1"), 100).await;
+        assert!(!f.refused("alice", ip("192.0.2.1")).await);
+        // Nothing was even asked of the store.
+        f.counters.set_down(true);
+        assert_eq!(f.throttle.refusal("alice", ip("192.0.2.1")).await, Ok(None));
+        assert!(f.throttle.record_failure("alice", None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn zero_in_the_config_switches_a_limit_off() {
+        use crate::testing::{Req, Settings, TestApp};
+        let t = TestApp::with(Settings {
+            login: "max_failures_per_user = 0\nmax_failures_per_ip = 0",
+            ..Settings::default()
+        });
+        // Past both default limits (10 per user, 50 per address).
+        for _ in 0..60 {
+            let reply = t
+                .serve(Req::post_json(
+                    "/login",
+                    serde_json::json!({"username": "bob", "password": "guess"}),
+                ))
+                .await;
+            assert_eq!(reply.status, 401);
+        }
+        t.login("bob").await;
+    }
+
+    #[tokio::test]
+    async fn counters_that_cannot_be_reached_are_an_error_not_a_pass() {
+        let f = throttle(Some(3), Some(3));
+        f.counters.set_down(true);
+        assert!(f.throttle.refusal("alice", ip("192.0.2.1")).await.is_err());
+        assert!(f.throttle.record_failure("alice", None).await.is_err());
+        assert!(f.throttle.record_success("alice").await.is_err());
+    }
+}

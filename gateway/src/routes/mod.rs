@@ -102,3 +102,113 @@ fn post_body<'v>(view: &'v RequestView<'_>) -> Result<&'v Bytes, Refusal> {
     }
     view.body.as_ref().map_err(|e| Refusal::Body(*e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn the_gateway_answers_only_its_own_paths() {
+        let t = TestApp::with(Settings {
+            login: "path = \"/auth/login\"\nlogout_path = \"/auth/logout\"\n\
+                    api_path = \"/api/v1/auth/login\"",
+            ..Settings::default()
+        });
+        let app = &t.app;
+        assert_eq!(route_for(app, "/auth/login"), Some(Route::Login));
+        assert_eq!(route_for(app, "/api/v1/auth/login"), Some(Route::ApiLogin));
+        assert_eq!(route_for(app, "/auth/logout"), Some(Route::Logout));
+        assert_eq!(route_for(app, "/_gateway/sessions"), Some(Route::Sessions));
+        assert_eq!(route_for(app, "/_gateway/health"), Some(Route::Health));
+        for app_path in [
+            "/login",
+            "/logout",
+            "/",
+            "/auth/login/",
+            "/auth/LOGIN",
+            "/_gateway/sessions/x",
+            "/_gateway",
+            "/api/v1/auth",
+        ] {
+            assert_eq!(route_for(app, app_path), None, "{app_path} is the app's");
+        }
+    }
+
+    #[test]
+    fn without_an_api_path_no_api_route_exists() {
+        let t = TestApp::new();
+        assert_eq!(route_for(&t.app, "/login"), Some(Route::Login));
+        assert_eq!(route_for(&t.app, "/logout"), Some(Route::Logout));
+        assert_eq!(route_for(&t.app, "/api/v1/auth/login"), None);
+    }
+
+    #[tokio::test]
+    async fn wrong_methods_are_405_with_the_methods_allowed() {
+        let t = TestApp::with(Settings {
+            login: "api_path = \"/api/login\"",
+            ..Settings::default()
+        });
+        for (method, path, allow) in [
+            ("POST", "/_gateway/health", "GET, HEAD"),
+            ("DELETE", "/_gateway/health", "GET, HEAD"),
+            ("GET", "/api/login", "POST"),
+            ("OPTIONS", "/api/login", "POST"),
+            ("PUT", "/login", "GET, HEAD, POST"),
+            ("DELETE", "/logout", "GET, HEAD, POST"),
+            ("OPTIONS", "/_gateway/sessions", "GET, HEAD, POST"),
+        ] {
+            let reply = t.serve(Req::new(method, path)).await;
+            assert_eq!(reply.status, 405, "{method} {path}");
+            assert_eq!(reply.header_value("allow"), Some(allow), "{method} {path}");
+            assert_eq!(reply.body_json()["error"], "method_not_allowed");
+        }
+        assert_eq!(t.serve(Req::new("HEAD", "/login")).await.status, 200);
+        assert_eq!(
+            t.serve(Req::new("HEAD", "/_gateway/health")).await.status,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn health_follows_the_store_and_draining() {
+        let t = TestApp::new();
+        let reply = t.serve(Req::get("/_gateway/health")).await;
+        assert_eq!(
+            (reply.status, reply.body_json()),
+            (200, serde_json::json!({"status": "ok"}))
+        );
+
+        t.sessions.set_down(true);
+        let reply = t.serve(Req::get("/_gateway/health")).await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.body_json()["status"], "unavailable");
+        t.sessions.set_down(false);
+
+        t.app.draining.store(true, Ordering::Relaxed);
+        let reply = t.serve(Req::get("/_gateway/health")).await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.body_json()["status"], "draining");
+        // Draining, the gateway still serves the users it has.
+        let alice = t.login("alice").await;
+        assert!(t.is_stored(&alice).await);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_unreadable_body_is_refused_by_its_handler() {
+        let t = TestApp::new();
+        let alice = t.login("alice").await;
+        for (error, status) in [(BodyError::TooLarge, 413), (BodyError::Unreadable, 400)] {
+            let req = Req::post_json("/logout", serde_json::json!({})).cookie(&t.cookie(&alice));
+            let view = RequestView {
+                head: &req.head,
+                body: Err(error),
+                origin: req.origin(),
+            };
+            let reply = serve(&t.app, Route::Logout, &view).await;
+            assert_eq!(reply.status, status, "{error:?}");
+            assert!(t.is_stored(&alice).await);
+        }
+    }
+}

@@ -84,3 +84,217 @@ impl SessionGate<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    /// Idle 10 minutes, absolute 30, touches at most once a minute.
+    fn short_sessions() -> TestApp {
+        TestApp::with(Settings {
+            session: "idle_timeout = \"10m\"\nabsolute_timeout = \"30m\"\ntouch_interval = \"1m\"",
+            ..Settings::default()
+        })
+    }
+
+    async fn present(t: &TestApp, req: Req) -> Result<Presented, StoreError> {
+        t.app.sessions().presented(&req.head, &req.origin()).await
+    }
+
+    /// A request with the session, then time for the touch it may have spawned.
+    async fn visit(t: &TestApp, cookie: &str) -> Presented {
+        let presented = t.presented(cookie).await;
+        settle().await;
+        presented
+    }
+
+    async fn last_seen(t: &TestApp, cookie: &str) -> u64 {
+        let live = t.app.store.get(&t.handle_of(cookie)).await.unwrap();
+        live.expect("stored").record.last_seen_ms
+    }
+
+    fn flip(value: &str, at: usize) -> String {
+        let mut bytes = value.as_bytes().to_vec();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_cookie_presents_nothing() {
+        let t = TestApp::new();
+        let other = Req::get("/").cookie("app_session=abc; theme=dark");
+        assert!(matches!(
+            present(&t, Req::get("/")).await,
+            Ok(Presented::Nothing)
+        ));
+        assert!(matches!(present(&t, other).await, Ok(Presented::Nothing)));
+        assert!(t.events.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forged_cookie_is_refused_without_asking_the_store() {
+        let t = TestApp::new();
+        t.sessions.set_down(true);
+        let req = Req::get("/")
+            .cookie(&t.cookie("made-up"))
+            .header("user-agent", "curl/8");
+        assert!(matches!(present(&t, req).await, Ok(Presented::Forged)));
+        let events = t.events_named("cookie_rejected");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["reason"], "bad_signature");
+        assert_eq!(events[0]["ip"], CLIENT_IP);
+        assert_eq!(events[0]["user_agent"], "curl/8");
+        assert!(
+            !events[0].to_string().contains("made-up"),
+            "no cookie value in the audit"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tampered_cookie_is_forged_not_ended() {
+        let t = TestApp::new();
+        let alice = t.login("alice").await;
+        for at in [0, 42, alice.len() - 1] {
+            let req = Req::get("/").cookie(&t.cookie(&flip(&alice, at)));
+            assert!(
+                matches!(present(&t, req).await, Ok(Presented::Forged)),
+                "{at}"
+            );
+        }
+        let other_secret = crate::session::Keys::derive(&crate::env::Secret::new(
+            "another-secret-another-secret-0123456789",
+        ));
+        let id = crate::session::SessionId::generate().unwrap();
+        let req = Req::get("/").cookie(&t.cookie(&other_secret.seal(&id)));
+        assert!(matches!(present(&t, req).await, Ok(Presented::Forged)));
+        assert!(matches!(t.presented(&alice).await, Presented::Live(_)));
+    }
+
+    #[tokio::test]
+    async fn a_logged_out_cookie_presents_an_ended_session() {
+        let t = TestApp::new();
+        let alice = t.login("alice").await;
+        let reply = t
+            .serve(Req::post_json("/logout", serde_json::json!({})).cookie(&t.cookie(&alice)))
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(matches!(t.presented(&alice).await, Presented::Ended));
+        assert!(
+            t.events_named("session_expired").is_empty(),
+            "a logout is not an expiry"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_expires_and_is_reported_once() {
+        let t = short_sessions();
+        let alice = t.login("alice").await;
+        t.advance(Duration::from_secs(30));
+        assert!(matches!(visit(&t, &alice).await, Presented::Live(_)));
+        // That visit was too soon to slide anything: the idle clock still runs from login.
+        t.advance(9 * MIN + Duration::from_secs(30));
+        assert!(matches!(t.presented(&alice).await, Presented::Ended));
+        assert!(matches!(t.presented(&alice).await, Presented::Ended));
+        let expired = t.events_named("session_expired");
+        assert_eq!(expired.len(), 1, "{expired:?}");
+        assert_eq!(expired[0]["handle"], t.handle_of(&alice).as_str());
+        assert_eq!(expired[0]["actor"], "gateway");
+    }
+
+    #[tokio::test]
+    async fn activity_slides_the_idle_deadline() {
+        let t = short_sessions();
+        let alice = t.login("alice").await;
+        t.advance(9 * MIN);
+        assert!(matches!(visit(&t, &alice).await, Presented::Live(_)));
+        assert_eq!(last_seen(&t, &alice).await, START_MS + 9 * 60_000);
+        t.advance(9 * MIN); // 18 minutes in: 8 after the last visit.
+        assert!(matches!(visit(&t, &alice).await, Presented::Live(_)));
+        t.advance(10 * MIN);
+        assert!(matches!(t.presented(&alice).await, Presented::Ended));
+    }
+
+    #[tokio::test]
+    async fn visits_within_the_touch_interval_write_nothing() {
+        let t = short_sessions();
+        let alice = t.login("alice").await;
+        for _ in 0..5 {
+            t.advance(Duration::from_secs(10));
+            assert!(matches!(visit(&t, &alice).await, Presented::Live(_)));
+            assert_eq!(last_seen(&t, &alice).await, START_MS, "no write yet");
+        }
+        t.advance(Duration::from_secs(10)); // a minute since login
+        assert!(matches!(visit(&t, &alice).await, Presented::Live(_)));
+        assert_eq!(last_seen(&t, &alice).await, START_MS + 60_000);
+    }
+
+    #[tokio::test]
+    async fn the_absolute_timeout_ends_even_a_busy_session() {
+        let t = short_sessions();
+        let alice = t.login("alice").await;
+        for _ in 0..5 {
+            t.advance(5 * MIN);
+            assert!(matches!(visit(&t, &alice).await, Presented::Live(_)));
+        }
+        // 25 minutes in, seen just now; the idle timeout would allow 10 more.
+        t.advance(5 * MIN);
+        assert!(matches!(t.presented(&alice).await, Presented::Ended));
+        assert_eq!(t.events_named("session_expired").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn of_several_cookies_the_first_genuine_one_wins() {
+        let t = TestApp::new();
+        let alice = t.login("alice").await;
+        let bob = t.login("bob").await;
+        let name = &t.app.config.session.cookie_name;
+        let req = Req::get("/")
+            .cookie(&format!("{name}=junk; {name}={alice}"))
+            .cookie(&format!("{name}={bob}"));
+        let Ok(Presented::Live(live)) = present(&t, req).await else {
+            panic!("a genuine cookie among junk still signs in");
+        };
+        assert_eq!(live.record.username, "alice");
+        // Only the first few values are tried, so junk cannot buy unbounded work.
+        let mut many = vec!["junk"; MAX_COOKIES_TRIED];
+        many.push(&alice);
+        let pairs: Vec<String> = many.iter().map(|v| format!("{name}={v}")).collect();
+        let req = Req::get("/").cookie(&pairs.join("; "));
+        assert!(matches!(present(&t, req).await, Ok(Presented::Forged)));
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_is_an_error_not_an_ended_session() {
+        let t = TestApp::new();
+        let alice = t.login("alice").await;
+        t.sessions.set_down(true);
+        let req = Req::get("/").cookie(&t.cookie(&alice));
+        assert!(matches!(
+            present(&t, req).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        t.sessions.set_down(false);
+        assert!(matches!(t.presented(&alice).await, Presented::Live(_)));
+    }
+
+    #[tokio::test]
+    async fn a_pending_touch_does_not_bring_back_a_session_ended_meanwhile() {
+        let t = short_sessions();
+        let alice = t.login("alice").await;
+        t.advance(2 * MIN);
+        // Due a touch: it is spawned, and the user logs out before it runs.
+        let Presented::Live(live) = t.presented(&alice).await else {
+            panic!("alice is signed in");
+        };
+        t.app.store.delete(&live).await.unwrap();
+        settle().await;
+        assert!(!t.is_stored(&alice).await);
+        assert_eq!(t.sessions.stored(), 0);
+        assert!(matches!(t.presented(&alice).await, Presented::Ended));
+    }
+}

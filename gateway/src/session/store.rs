@@ -202,9 +202,300 @@ impl SessionStore {
         self.backend.list(user_id).await
     }
 
-    /// Ends every session in `sessions`; returns how many were still live.
+    /// Ends every session in `sessions`; returns how many it was given (callers pass sessions
+    /// they just read as live).
     pub async fn delete_all(&self, sessions: &[LiveSession]) -> Result<usize, StoreError> {
         self.backend.delete_all(sessions).await?;
         Ok(sessions.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    const MIN: u64 = 60_000;
+
+    fn app(session: &'static str) -> TestApp {
+        TestApp::with(Settings {
+            session,
+            ..Settings::default()
+        })
+    }
+
+    /// Idle 10 minutes, absolute 15, touches at most once a minute.
+    fn short() -> TestApp {
+        app("idle_timeout = \"10m\"\nabsolute_timeout = \"15m\"\ntouch_interval = \"1m\"")
+    }
+
+    fn record(user_id: &str, at_ms: u64) -> SessionRecord {
+        SessionRecord {
+            user_id: user_id.to_string(),
+            username: format!("user{user_id}"),
+            roles: vec!["user".to_string()],
+            created_at_ms: at_ms,
+            last_seen_ms: at_ms,
+            ip: CLIENT_IP.to_string(),
+            user_agent: "test".to_string(),
+        }
+    }
+
+    async fn create(t: &TestApp, user_id: &str) -> (SessionId, LiveSession) {
+        let rec = record(user_id, t.clock.now_ms());
+        match t.app.store.create(&rec).await.unwrap() {
+            CreateOutcome::Created { id, handle, .. } => (
+                id,
+                LiveSession {
+                    handle,
+                    record: rec,
+                },
+            ),
+            CreateOutcome::LimitReached => panic!("no limit expected"),
+        }
+    }
+
+    fn advance(t: &TestApp, ms: u64) {
+        t.advance(Duration::from_millis(ms));
+    }
+
+    async fn stored(t: &TestApp, s: &LiveSession) -> bool {
+        t.app.store.get(&s.handle).await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn a_touch_never_stretches_a_session_past_its_absolute_deadline() {
+        let t = short();
+        let (_, s) = create(&t, "1").await;
+        advance(&t, 9 * MIN);
+        t.app.store.touch(&s, t.clock.now_ms()).await.unwrap();
+        advance(&t, 6 * MIN - 1);
+        assert!(
+            stored(&t, &s).await,
+            "touched: alive past the first idle deadline"
+        );
+        advance(&t, 1);
+        // The idle timeout would allow four more minutes; the record itself is gone.
+        assert!(!stored(&t, &s).await);
+        assert_eq!(t.sessions.stored(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_touch_slides_the_idle_deadline_from_now() {
+        let t = short();
+        let (id, s) = create(&t, "1").await;
+        advance(&t, 5 * MIN);
+        let now = t.clock.now_ms();
+        t.app.store.touch(&s, now).await.unwrap();
+        let stored = t.app.store.get(&s.handle).await.unwrap().unwrap();
+        assert_eq!(stored.record.last_seen_ms, now);
+        assert_eq!(stored.record.created_at_ms, s.record.created_at_ms);
+        advance(&t, 10 * MIN - 1);
+        assert!(matches!(
+            t.app.store.lookup(&id).await.unwrap(),
+            Lookup::Live(_)
+        ));
+        advance(&t, 1);
+        assert!(matches!(
+            t.app.store.lookup(&id).await.unwrap(),
+            Lookup::Expired { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_is_told_from_a_revoked_one_once() {
+        let t = short();
+        let (expired, _) = create(&t, "1").await;
+        let (revoked, live) = create(&t, "1").await;
+        t.app.store.delete(&live).await.unwrap();
+        advance(&t, 10 * MIN);
+        match t.app.store.lookup(&expired).await.unwrap() {
+            Lookup::Expired { handle, session } => {
+                assert_eq!(handle, expired.handle());
+                assert!(session.is_none(), "the backend already dropped the record");
+            }
+            other => panic!("expected expired, got {other:?}"),
+        }
+        // Reported once: the next look is plain missing.
+        assert!(matches!(
+            t.app.store.lookup(&expired).await.unwrap(),
+            Lookup::Missing
+        ));
+        assert!(matches!(
+            t.app.store.lookup(&revoked).await.unwrap(),
+            Lookup::Missing
+        ));
+        let never = SessionId::generate().unwrap();
+        assert!(matches!(
+            t.app.store.lookup(&never).await.unwrap(),
+            Lookup::Missing
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_record_past_its_deadline_by_our_clock_is_expired_and_deleted() {
+        // Written by an instance whose clock runs 11 minutes behind ours: the backend keeps it
+        // for the idle timeout, but by our clock it is already past.
+        let t = short();
+        let rec = record("1", t.clock.now_ms() - 11 * MIN);
+        let CreateOutcome::Created { id, handle, .. } = t.app.store.create(&rec).await.unwrap()
+        else {
+            panic!("no limit");
+        };
+        match t.app.store.lookup(&id).await.unwrap() {
+            Lookup::Expired {
+                session: Some(s), ..
+            } => assert_eq!(s.record, rec),
+            other => panic!("expected expired with its record, got {other:?}"),
+        }
+        assert!(t.app.store.get(&handle).await.unwrap().is_none());
+        assert!(matches!(
+            t.app.store.lookup(&id).await.unwrap(),
+            Lookup::Missing
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_touch_never_brings_back_a_deleted_or_expired_session() {
+        let t = short();
+        let (_, deleted) = create(&t, "1").await;
+        let (_, expired) = create(&t, "1").await;
+        t.app.store.delete(&deleted).await.unwrap();
+        t.app.store.touch(&deleted, t.clock.now_ms()).await.unwrap();
+        assert!(!stored(&t, &deleted).await);
+        advance(&t, 10 * MIN);
+        t.app.store.touch(&expired, t.clock.now_ms()).await.unwrap();
+        assert!(!stored(&t, &expired).await);
+        assert!(t.app.store.list(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn listing_is_oldest_first_and_leaves_out_the_dead() {
+        let t = short();
+        let (_, a) = create(&t, "1").await;
+        advance(&t, MIN);
+        let (_, b) = create(&t, "2").await;
+        advance(&t, MIN);
+        let (_, c) = create(&t, "1").await;
+        advance(&t, MIN);
+        let (_, d) = create(&t, "1").await;
+        t.app.store.delete(&c).await.unwrap();
+        let handles = |v: Vec<LiveSession>| v.into_iter().map(|s| s.handle).collect::<Vec<_>>();
+        assert_eq!(
+            handles(t.app.store.list(None).await.unwrap()),
+            [a.handle.clone(), b.handle.clone(), d.handle.clone()]
+        );
+        assert_eq!(
+            handles(t.app.store.list(Some("1")).await.unwrap()),
+            [a.handle.clone(), d.handle.clone()]
+        );
+        advance(&t, 7 * MIN); // a is 10 minutes idle
+        assert_eq!(
+            handles(t.app.store.list(None).await.unwrap()),
+            [b.handle.clone(), d.handle.clone()]
+        );
+        assert!(t.app.store.list(Some("3")).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn delete_all_ends_exactly_the_sessions_given() {
+        let t = short();
+        let (_, a1) = create(&t, "1").await;
+        let (_, a2) = create(&t, "1").await;
+        let (_, b) = create(&t, "2").await;
+        let n = t
+            .app
+            .store
+            .delete_all(&[a1.clone(), a2.clone()])
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        assert!(!stored(&t, &a1).await && !stored(&t, &a2).await);
+        assert!(stored(&t, &b).await);
+        assert_eq!(t.app.store.delete_all(&[]).await.unwrap(), 0);
+        t.sessions.set_down(true);
+        assert!(t
+            .app
+            .store
+            .delete_all(std::slice::from_ref(&b))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn the_per_user_limit_evicts_the_oldest_live_sessions() {
+        let t = app("max_per_user = 2");
+        let (_, first) = create(&t, "1").await;
+        t.advance(Duration::from_secs(1));
+        let (_, second) = create(&t, "1").await;
+        t.advance(Duration::from_secs(1));
+        let (_, other_user) = create(&t, "2").await;
+        let rec = record("1", t.clock.now_ms());
+        let CreateOutcome::Created {
+            evicted, handle, ..
+        } = t.app.store.create(&rec).await.unwrap()
+        else {
+            panic!("evict_oldest never refuses");
+        };
+        assert_eq!(evicted.as_slice(), std::slice::from_ref(&first.handle));
+        assert!(!stored(&t, &first).await);
+        assert!(stored(&t, &second).await);
+        assert!(t.app.store.get(&handle).await.unwrap().is_some());
+        assert!(stored(&t, &other_user).await, "the limit is per user");
+    }
+
+    #[tokio::test]
+    async fn the_per_user_limit_can_refuse_and_counts_only_live_sessions() {
+        let t = app("max_per_user = 1\non_limit = \"reject\"\nidle_timeout = \"10m\"");
+        let (_, first) = create(&t, "1").await;
+        let rec = record("1", t.clock.now_ms());
+        assert!(matches!(
+            t.app.store.create(&rec).await.unwrap(),
+            CreateOutcome::LimitReached
+        ));
+        assert_eq!(t.app.store.list(Some("1")).await.unwrap().len(), 1);
+        assert!(stored(&t, &first).await);
+        create(&t, "2").await;
+        // Once the first has expired it no longer holds the user's place.
+        advance(&t, 10 * MIN);
+        create(&t, "1").await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_requests_claims_one_touch() {
+        let t = short();
+        let (_, s) = create(&t, "1").await;
+        let (_, other) = create(&t, "2").await;
+        let now = t.clock.now_ms();
+        assert!(!t.app.store.claim_touch(&s, now + MIN - 1), "not due yet");
+        let wins = (0..50)
+            .filter(|_| t.app.store.claim_touch(&s, now + MIN))
+            .count();
+        assert_eq!(wins, 1);
+        assert!(
+            t.app.store.claim_touch(&other, now + MIN),
+            "each session has its own"
+        );
+        // Requests still reading the old last-seen a little later do not write again…
+        assert!(!t.app.store.claim_touch(&s, now + MIN + MIN / 2));
+        // …but after another interval the claim is due again.
+        assert!(t.app.store.claim_touch(&s, now + 2 * MIN));
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_from_many_tasks_agree_on_one_winner() {
+        let t = short();
+        let (_, s) = create(&t, "1").await;
+        let due = t.clock.now_ms() + MIN;
+        let store = t.app.store.clone();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let s = s.clone();
+                std::thread::spawn(move || (0..20).filter(|_| store.claim_touch(&s, due)).count())
+            })
+            .collect();
+        let wins: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(wins, 1);
     }
 }

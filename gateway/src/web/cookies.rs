@@ -185,4 +185,82 @@ mod tests {
             .session("gw", "v")
             .contains("Secure"));
     }
+
+    #[test]
+    fn values_are_read_as_browsers_send_them() {
+        let h = headers(&["gw=\"quoted\"; other=1", " gw = spaced ;flag; =x", "gw=a=b"]);
+        assert_eq!(values(&h, "gw"), vec!["quoted", "spaced", "a=b"]);
+        // Cookie names are case-sensitive: `GW` is someone else's cookie.
+        assert!(values(&headers(&["GW=x; gw_csrf=y"]), "gw").is_empty());
+        assert!(values(&HeaderMap::new(), "gw").is_empty());
+    }
+
+    #[test]
+    fn the_app_gets_its_cookies_in_the_order_sent() {
+        let ours = ["gw".to_string()];
+        let h = headers(&["z=1; gw=secret", "a=2;; flag ; gw=again; m=3"]);
+        let rest = without(&h, &ours);
+        assert_eq!(rest.header.as_deref(), Some("z=1; a=2; flag; m=3"));
+        assert_eq!(rest.removed, 1);
+        let nothing_to_hide = without(&headers(&["a=1"]), &[]);
+        assert_eq!(nothing_to_hide.header.as_deref(), Some("a=1"));
+        assert_eq!(without(&HeaderMap::new(), &ours).header, None);
+    }
+
+    #[test]
+    fn removal_reports_which_of_the_hidden_names_were_sent() {
+        let names: Vec<String> = ["gw", "gw_csrf", "legacy_sid", "tracking"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rest = without(&headers(&["tracking=1; app=2; legacy_sid=3"]), &names);
+        assert_eq!(rest.header.as_deref(), Some("app=2"));
+        assert_eq!(rest.removed, 0b1100);
+    }
+
+    #[test]
+    fn an_app_response_without_our_cookies_is_untouched() {
+        let ours = ["gw".to_string()];
+        let mut h = HeaderMap::new();
+        for v in ["gw_pref=1; Path=/", "xgw=2", "app=3; Path=/; HttpOnly"] {
+            h.append(http::header::SET_COOKIE, v.parse().unwrap());
+        }
+        assert_eq!(set_cookies_without(&h, &ours), None);
+        h.append(http::header::SET_COOKIE, " gw =stolen".parse().unwrap());
+        let kept = set_cookies_without(&h, &ours).unwrap();
+        assert_eq!(kept.len(), 3, "only the one setting ours goes");
+        assert_eq!(set_cookies_without(&HeaderMap::new(), &ours), None);
+    }
+
+    #[test]
+    fn the_expiry_cookie_replaces_the_session_cookie() {
+        let policy = CookiePolicy { secure: true };
+        let expired = policy.expired("gw");
+        // Browsers only drop a cookie set with the same name, path and flags.
+        for attr in [
+            "gw=;",
+            "Path=/",
+            "Max-Age=0",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "1970",
+        ] {
+            assert!(expired.contains(attr), "{attr}: {expired}");
+        }
+        let strict = policy.strict("gw_csrf", "n", 3600);
+        for attr in [
+            "gw_csrf=n",
+            "SameSite=Strict",
+            "Max-Age=3600",
+            "HttpOnly",
+            "Path=/",
+        ] {
+            assert!(strict.contains(attr), "{attr}: {strict}");
+        }
+        assert!(
+            !policy.session("gw", "v").contains("Max-Age"),
+            "ends with the browser"
+        );
+    }
 }

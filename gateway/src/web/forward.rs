@@ -134,4 +134,90 @@ mod tests {
         strip_identity_headers(&mut r);
         assert_eq!(r.headers.len(), 1);
     }
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/reports", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn values(r: &RequestHeader, name: &str) -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    const SENT: [(&str, &str); 4] = [
+        ("host", "gw.example"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ];
+
+    #[test]
+    fn a_strangers_forwarding_headers_are_replaced() {
+        let mut r = request(&SENT);
+        set_forwarded(&mut r, Some("203.0.113.7".parse().unwrap()), false).unwrap();
+        assert_eq!(values(&r, "x-forwarded-for"), ["203.0.113.7"]);
+        assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&r, "x-forwarded-host"), ["gw.example"]);
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarding_headers_are_extended() {
+        let mut r = request(&SENT);
+        r.append_header("x-forwarded-for", "1.2.3.4").unwrap();
+        set_forwarded(&mut r, Some("10.0.0.2".parse().unwrap()), true).unwrap();
+        assert_eq!(
+            values(&r, "x-forwarded-for"),
+            ["6.6.6.6, 1.2.3.4, 10.0.0.2"]
+        );
+        assert_eq!(values(&r, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&r, "x-forwarded-host"), ["evil.example"]);
+        // A scheme that is not one is not passed on, even from a trusted proxy.
+        let mut r = request(&[("host", "gw.example"), ("x-forwarded-proto", "javascript")]);
+        set_forwarded(&mut r, Some("10.0.0.2".parse().unwrap()), true).unwrap();
+        assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&r, "x-forwarded-for"), ["10.0.0.2"]);
+        assert_eq!(values(&r, "x-forwarded-host"), ["gw.example"]);
+    }
+
+    #[test]
+    fn the_app_sees_only_the_identity_the_gateway_sets() {
+        let mut r = request(&[
+            ("X-Auth-User", "mallory"),
+            ("x-auth-user", "mallory2"),
+            ("X_AUTH_ROLES", "admin"),
+            ("x-auth-user-id", "0"),
+            ("cookie", "app=1"),
+        ]);
+        strip_identity_headers(&mut r);
+        let alice = Identity {
+            id: "1".into(),
+            username: "alice".into(),
+            roles: vec!["admin".into(), "user".into()],
+        };
+        set_identity(&mut r, &alice).unwrap();
+        assert_eq!(values(&r, USER), ["alice"]);
+        assert_eq!(values(&r, USER_ID), ["1"]);
+        assert_eq!(values(&r, ROLES), ["admin,user"]);
+        assert!(r.headers.get("x_auth_roles").is_none());
+        assert_eq!(
+            values(&r, "cookie"),
+            ["app=1"],
+            "other headers are left alone"
+        );
+        let mut none = request(&[]);
+        let nobody = Identity {
+            id: "9".into(),
+            username: "nobody".into(),
+            roles: vec![],
+        };
+        set_identity(&mut none, &nobody).unwrap();
+        assert_eq!(values(&none, ROLES), [""]);
+    }
 }

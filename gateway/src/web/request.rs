@@ -306,4 +306,145 @@ mod tests {
         assert_eq!(client_ip(Some(stranger), &r, &trusted), Some(stranger));
         assert_eq!(client_ip(Some(lb), &req(&[]), &trusted), Some(lb));
     }
+
+    #[test]
+    fn origin_edge_cases() {
+        let host = ("host", "gw.example");
+        // Origin decides when present, even against a Referer.
+        assert!(same_origin(&req(&[
+            host,
+            ("origin", "https://gw.example"),
+            ("referer", "https://evil.com/")
+        ])));
+        assert!(!same_origin(&req(&[
+            host,
+            ("origin", "https://evil.com"),
+            ("referer", "https://gw.example/")
+        ])));
+        // An empty Origin falls back to the Referer.
+        assert!(!same_origin(&req(&[
+            host,
+            ("origin", ""),
+            ("referer", "https://evil.com/")
+        ])));
+        // Host names compare without case; ports must match.
+        assert!(same_origin(&req(&[host, ("origin", "https://GW.Example")])));
+        assert!(!same_origin(&req(&[
+            host,
+            ("origin", "https://gw.example:8443")
+        ])));
+        assert!(!same_origin(&req(&[
+            ("host", "gw.example:8443"),
+            ("origin", "https://gw.example")
+        ])));
+        // Only http(s) URLs with a host count.
+        for bad in [
+            "gw.example",
+            "ftp://gw.example",
+            "https://",
+            "https:///x",
+            "data:,x",
+        ] {
+            assert!(!same_origin(&req(&[host, ("origin", bad)])), "{bad}");
+        }
+        assert!(same_origin(&req(&[
+            host,
+            ("referer", "http://gw.example?x=1")
+        ])));
+        assert!(same_origin(&req(&[
+            host,
+            ("referer", "https://gw.example#frag")
+        ])));
+        // No Host header: an empty host matches nothing a browser sends.
+        assert!(!same_origin(&req(&[("origin", "https://gw.example")])));
+    }
+
+    #[test]
+    fn next_refuses_more_tricks() {
+        for bad in [
+            "/%2f/evil.com",
+            "/%5Cevil.com",
+            "/a\tb",
+            "/a b",
+            "/\u{7f}",
+            "/ok\r\nSet-Cookie:x",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+        let long = format!("/{}", "a".repeat(2047));
+        assert_eq!(safe_next(&long), Some(long.as_str()));
+        let too_long = format!("/{}", "a".repeat(2048));
+        assert_eq!(safe_next(&too_long), None);
+        for good in ["/%2e", "/a/%2fb", "/search?q=%2F%2Fx", "/caf%C3%A9"] {
+            assert_eq!(safe_next(good), Some(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let lb: IpAddr = "10.0.0.2".parse().unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A client that writes its own X-Forwarded-For cannot pick its address.
+        let spoofed = req(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4")]);
+        assert_eq!(client_ip(Some(lb), &spoofed, &trusted), ip("1.2.3.4"));
+        // Chains of trusted proxies are walked back, across headers.
+        let chain = req(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "10.1.1.1, 10.2.2.2"),
+        ]);
+        assert_eq!(client_ip(Some(lb), &chain, &trusted), ip("1.2.3.4"));
+        // Junk entries are skipped, IPv6 works.
+        let v6 = req(&[("x-forwarded-for", "2001:db8::7, garbage, fd00::1")]);
+        assert_eq!(client_ip(ip("fd00::2"), &v6, &trusted), ip("2001:db8::7"));
+        // Only proxies behind: the first hop is the best there is.
+        let internal = req(&[("x-forwarded-for", "10.9.9.9, 10.8.8.8")]);
+        assert_eq!(client_ip(Some(lb), &internal, &trusted), ip("10.9.9.9"));
+        // Nothing trusted: the header means nothing.
+        assert_eq!(client_ip(Some(lb), &spoofed, &[]), Some(lb));
+        assert_eq!(client_ip(None, &spoofed, &trusted), None);
+    }
+
+    #[test]
+    fn preflights_are_options_asking_about_a_method() {
+        let build = |method: &str, headers: &[(&str, &str)]| {
+            let mut r = RequestHeader::build(method, b"/api/x", None).unwrap();
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).unwrap();
+            }
+            r
+        };
+        let asks = [("access-control-request-method", "POST")];
+        assert!(is_cors_preflight(&build("OPTIONS", &asks)));
+        assert!(!is_cors_preflight(&build("OPTIONS", &[])));
+        assert!(!is_cors_preflight(&build("GET", &asks)));
+        assert!(!is_cors_preflight(&build("POST", &asks)));
+    }
+
+    #[test]
+    fn content_types_and_fields_are_read_leniently() {
+        assert!(is_form(&req(&[(
+            "content-type",
+            "Application/X-WWW-Form-Urlencoded; charset=utf-8"
+        )])));
+        assert!(is_json(&req(&[(
+            "content-type",
+            "application/json;charset=UTF-8"
+        )])));
+        assert!(!is_json(&req(&[("content-type", "application/jsonp")])));
+        assert!(!is_form(&req(&[(
+            "content-type",
+            "multipart/form-data; boundary=x"
+        )])));
+        assert!(!is_json(&req(&[])));
+        let fields = form_fields(b"a=1&b=two+words&a=2&c=%E4%BD%A0&d");
+        assert_eq!(fields["a"], "1", "the first of duplicates wins");
+        assert_eq!(fields["b"], "two words");
+        assert_eq!(fields["c"], "\u{4f60}");
+        assert_eq!(fields["d"], "");
+        let r = RequestHeader::build("GET", b"/logout?scope=all&next=%2Fx%3Fy", None).unwrap();
+        assert_eq!(query_param(&r, "scope").as_deref(), Some("all"));
+        assert_eq!(query_param(&r, "next").as_deref(), Some("/x?y"));
+        assert_eq!(query_param(&r, "nope"), None);
+    }
 }

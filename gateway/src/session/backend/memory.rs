@@ -147,19 +147,26 @@ impl SessionBackend for MemoryBackend {
 
     async fn list(&self, user_id: Option<&str>) -> Result<Vec<LiveSession>, StoreError> {
         let now = self.clock.now_ms();
-        let data = self.data()?;
-        let mut entries: Vec<&(u64, Handle)> = data.index.iter().collect();
+        let mut data = self.data()?;
+        let mut entries: Vec<(u64, Handle)> = data.index.clone();
         entries.sort();
-        Ok(entries
-            .into_iter()
-            .filter_map(|(_, handle)| {
-                let record = data.live(handle, now)?;
-                (user_id.is_none_or(|id| id == record.user_id)).then(|| LiveSession {
-                    handle: handle.clone(),
-                    record: record.clone(),
-                })
-            })
-            .collect())
+        let mut sessions = Vec::new();
+        for (_, handle) in entries {
+            match data.live(&handle, now) {
+                Some(record) if user_id.is_none_or(|id| id == record.user_id) => {
+                    sessions.push(LiveSession {
+                        handle,
+                        record: record.clone(),
+                    });
+                }
+                Some(_) => {}
+                // Like Redis, listing everyone prunes the all-sessions index; a user's listing
+                // prunes only that user's index, which this store does not keep apart.
+                None if user_id.is_none() => data.index.retain(|(_, h)| h != &handle),
+                None => {}
+            }
+        }
+        Ok(sessions)
     }
 
     async fn delete_all(&self, sessions: &[LiveSession]) -> Result<(), StoreError> {
@@ -173,5 +180,121 @@ impl SessionBackend for MemoryBackend {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.data().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::session::SessionId;
+
+    const MIN: u64 = 60_000;
+
+    fn backend() -> (Arc<ManualClock>, MemoryBackend) {
+        let clock = Arc::new(ManualClock::at(1_000_000));
+        (clock.clone(), MemoryBackend::new(clock))
+    }
+
+    fn record(user_id: &str, at_ms: u64) -> SessionRecord {
+        SessionRecord {
+            user_id: user_id.to_string(),
+            username: format!("user{user_id}"),
+            roles: Vec::new(),
+            created_at_ms: at_ms,
+            last_seen_ms: at_ms,
+            ip: String::new(),
+            user_agent: String::new(),
+        }
+    }
+
+    async fn put(b: &MemoryBackend, clock: &ManualClock, user: &str, ttl: u64) -> Handle {
+        let handle = SessionId::generate().unwrap().handle();
+        let rec = record(user, clock.now_ms());
+        let created = b.create(&handle, &rec, ttl, 60 * MIN, None).await.unwrap();
+        assert_eq!(created, Created::Stored { evicted: vec![] });
+        handle
+    }
+
+    #[tokio::test]
+    async fn a_record_expires_with_its_ttl_but_its_index_entry_stays() {
+        let (clock, b) = backend();
+        let h = put(&b, &clock, "1", 10 * MIN).await;
+        clock.advance(std::time::Duration::from_millis(10 * MIN - 1));
+        assert!(b.get(&h).await.unwrap().is_some());
+        clock.advance(std::time::Duration::from_millis(1));
+        assert!(b.get(&h).await.unwrap().is_none());
+        assert_eq!(b.stored(), 0, "read once expired, the record is gone");
+        assert!(b.unindex(&h).await.unwrap(), "still indexed: it expired");
+        assert!(!b.unindex(&h).await.unwrap());
+        let revoked = put(&b, &clock, "1", 10 * MIN).await;
+        let live = LiveSession {
+            handle: revoked.clone(),
+            record: b.get(&revoked).await.unwrap().unwrap(),
+        };
+        b.delete_all(&[live]).await.unwrap();
+        assert!(
+            !b.unindex(&revoked).await.unwrap(),
+            "revoked: unindexed with it"
+        );
+    }
+
+    #[tokio::test]
+    async fn replace_only_rewrites_a_live_record() {
+        let (clock, b) = backend();
+        let h = put(&b, &clock, "1", MIN).await;
+        let mut newer = record("1", clock.now_ms());
+        newer.last_seen_ms += 30_000;
+        b.replace(&h, &newer, 5 * MIN).await.unwrap();
+        clock.advance(std::time::Duration::from_millis(4 * MIN));
+        assert_eq!(
+            b.get(&h).await.unwrap(),
+            Some(newer.clone()),
+            "new TTL applies"
+        );
+        let unknown = SessionId::generate().unwrap().handle();
+        b.replace(&unknown, &newer, 5 * MIN).await.unwrap();
+        assert!(b.get(&unknown).await.unwrap().is_none());
+        clock.advance(std::time::Duration::from_millis(MIN));
+        b.replace(&h, &newer, 5 * MIN).await.unwrap();
+        assert!(b.get(&h).await.unwrap().is_none(), "expired stays expired");
+    }
+
+    #[tokio::test]
+    async fn creation_forgets_index_entries_older_than_the_absolute_timeout() {
+        let (clock, b) = backend();
+        let old = put(&b, &clock, "1", MIN).await;
+        clock.advance(std::time::Duration::from_millis(61 * MIN));
+        put(&b, &clock, "2", MIN).await;
+        assert!(
+            !b.unindex(&old).await.unwrap(),
+            "pruned by age at the next login"
+        );
+    }
+
+    #[tokio::test]
+    async fn switched_off_every_call_fails_and_nothing_is_lost() {
+        let (clock, b) = backend();
+        let h = put(&b, &clock, "1", MIN).await;
+        b.set_down(true);
+        assert!(b.ping().await.is_err());
+        assert!(b.get(&h).await.is_err());
+        assert!(b.list(None).await.is_err());
+        assert!(b.unindex(&h).await.is_err());
+        let rec = record("1", clock.now_ms());
+        assert!(b.create(&h, &rec, MIN, MIN, None).await.is_err());
+        assert!(b.replace(&h, &rec, MIN).await.is_err());
+        b.set_down(false);
+        assert!(b.ping().await.is_ok());
+        assert_eq!(b.list(None).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn listing_prunes_dead_index_entries_as_redis_does() {
+        let (clock, b) = backend();
+        let h = put(&b, &clock, "1", MIN).await;
+        clock.advance(std::time::Duration::from_millis(MIN));
+        assert!(b.list(None).await.unwrap().is_empty());
+        assert!(!b.unindex(&h).await.unwrap(), "list should have pruned it");
     }
 }
