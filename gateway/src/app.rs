@@ -9,10 +9,12 @@ use pingora::http::RequestHeader;
 
 use crate::assertion::AssertionSigner;
 use crate::audit::{Audit, EventStream, RedisStream};
+use crate::auth::credentials::Authenticator;
+use crate::auth::database::UserDatabase;
+use crate::auth::throttle::{FailureCounters, LoginThrottle, RedisCounters};
+use crate::auth::users::UserTable;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::credentials::Authenticator;
-use crate::database::UserDatabase;
 use crate::errors::ConfigError;
 use crate::i18n::Texts;
 use crate::metrics::Metrics;
@@ -20,8 +22,6 @@ use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
 use crate::session::backend::{RedisBackend, SessionBackend};
 use crate::session::{Keys, SessionGate, SessionStore};
-use crate::throttle::{FailureCounters, LoginThrottle, RedisCounters};
-use crate::users::UserTable;
 use crate::web::cookies::CookiePolicy;
 
 pub struct App {

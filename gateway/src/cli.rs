@@ -9,13 +9,14 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::App;
+use crate::auth::password;
 use crate::config::{AuditSink, Config};
 use crate::env::{Environment, SystemEnvironment};
 use crate::errors::ConfigError;
 use crate::session::view::{sessions_json, timestamp};
 use crate::session::Handle;
 use crate::web::request::Origin;
-use crate::{operator, password, server};
+use crate::{operator, server};
 
 #[derive(Parser)]
 #[command(

@@ -14,6 +14,7 @@ use pingora::http::RequestHeader;
 
 use crate::app::{App, Parts};
 use crate::audit::MemoryStream;
+use crate::auth::throttle::MemoryCounters;
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::env::StaticEnvironment;
@@ -22,7 +23,6 @@ use crate::redis_conn::SharedRedis;
 use crate::routes::{self, route_for, RequestView};
 use crate::session::backend::MemoryBackend;
 use crate::session::{Handle, Presented};
-use crate::throttle::MemoryCounters;
 use crate::web::reply::Reply;
 use crate::web::request::Origin;
 

@@ -19,10 +19,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::de::DeTable;
 
+use crate::auth::users::UserTable;
 use crate::env::{Environment, Secret};
 use crate::errors::ConfigError;
 use crate::i18n::LanguageChoice;
-use crate::users::UserTable;
 pub use reader::parse_duration;
 use reader::Document;
 use sections::*;

@@ -10,8 +10,8 @@ use ipnet::IpNet;
 
 use super::reader::Section;
 use super::*;
+use crate::auth::users::UserTable;
 use crate::env::{Environment, Secret};
-use crate::users::UserTable;
 
 pub(super) const SECTIONS: &[&str] = &[
     "server", "upstream", "redis", "session", "login", "access", "admin", "audit", "identity",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{post_body, Handled, Refusal, RequestView};
 use crate::app::App;
 use crate::audit::AuditEvent;
-use crate::credentials::Verdict;
+use crate::auth::credentials::Verdict;
 use crate::i18n::Texts;
 use crate::identity::Identity;
 use crate::pages::{self, LoginPage};

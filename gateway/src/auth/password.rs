@@ -3,7 +3,7 @@
 //! Werkzeug's `pbkdf2:sha256:N$salt$hex` and `scrypt:n:r:p$salt$hex` (`generate_password_hash`).
 //!
 //! Verifying is deliberately slow CPU work: callers run it on a blocking thread (see
-//! [`crate::credentials`]), never on the proxy's async workers.
+//! [`crate::auth::credentials`]), never on the proxy's async workers.
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -299,7 +299,7 @@ mod tests {
     }
 
     fn vectors() -> Vec<Vector> {
-        serde_json::from_str(include_str!("../../tests/vectors/password_hashes.json"))
+        serde_json::from_str(include_str!("../../../tests/vectors/password_hashes.json"))
             .expect("tests/vectors/password_hashes.json")
     }
 

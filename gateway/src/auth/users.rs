@@ -12,10 +12,10 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::auth::password::PasswordHash;
 use crate::env::Environment;
 use crate::errors::{ConfigError, ConfigProblem};
 use crate::identity::Identity;
-use crate::password::PasswordHash;
 
 /// A user the gateway may let in.
 #[derive(Debug, Clone)]

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::database::UserDatabase;
+use crate::auth::database::UserDatabase;
+use crate::auth::password::{default_decoy, PasswordHash};
+use crate::auth::users::{User, UserTable};
 use crate::errors::CredentialError;
 use crate::identity::Identity;
-use crate::password::{default_decoy, PasswordHash};
-use crate::users::{User, UserTable};
 
 /// Flask-Bcrypt's default cost: what a WhaleFall-style database holds.
 const DATABASE_DECOY_COST: u32 = 12;

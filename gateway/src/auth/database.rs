@@ -14,11 +14,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, Row};
 
+use crate::auth::password::PasswordHash;
+use crate::auth::users::User;
 use crate::config::DatabaseSettings;
 use crate::errors::CredentialError;
 use crate::identity::Identity;
-use crate::password::PasswordHash;
-use crate::users::User;
 
 pub struct UserDatabase {
     pool: Pool,
