@@ -6,7 +6,7 @@
 //! pingora's `Session`; [`app`] wires what it needs; [`routes`] are the endpoints the gateway
 //! answers itself, as plain functions; [`session`] is the session model, its store and expiry
 //! rules; [`auth`] is who a user is; [`web`] is the HTTP vocabulary they share; [`config`] is
-//! the operator's file; [`errors`] says which error goes where. [`testing`] (tests only) builds
+//! the operator's file; [`errors`] says which error goes where. `testing` (tests only) builds
 //! the whole app over memory and a manual clock.
 
 pub mod admin;
