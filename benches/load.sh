@@ -19,8 +19,10 @@
 #
 # It measures three paths with the same wrk settings, all on loopback:
 #   (a) wrk -> U                        nginx `return 200 "ok\n"` (the upstream itself)
-#   (b) wrk -> gateway -> U             with a valid session cookie (Redis lookup per request)
+#   (b) wrk -> gateway -> U             with a valid session cookie, validation cache on (default)
 #   (c) wrk -> N -> U                   nginx plain reverse proxy, no auth (keepalive-tuned)
+#   (d) wrk -> gateway -> U             the same session on a second gateway with the cache off
+#                                       (one Redis GET per request)
 # and prints a markdown table (also written to benches/results/latest.md).
 set -euo pipefail
 
@@ -175,6 +177,8 @@ free_port U_PORT
 free_port N_PORT
 free_port GW_PORT
 free_port ADMIN_PORT
+free_port GW2_PORT
+free_port ADMIN2_PORT
 
 # ---------------------------------------------------------------- redis
 log "starting redis-server on 127.0.0.1:$REDIS_PORT"
@@ -304,6 +308,11 @@ public = ["/static/", "/favicon.ico"]
 EOF
 
 "$GATEWAY" check-config --config "$TMP/gateway.toml" >&2 || die "gateway rejected the bench config"
+# (d): the same gateway with the validation cache off, sharing Redis (so the same session).
+sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GW2_PORT/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$ADMIN2_PORT/" \
+    -e 's/^cookie_secure = false$/cookie_secure = false\ncache = false/' \
+    "$TMP/gateway.toml" >"$TMP/gateway-nocache.toml"
+"$GATEWAY" check-config --config "$TMP/gateway-nocache.toml" >&2 || die "gateway rejected the cache-off config"
 
 log "starting gateway: 127.0.0.1:$GW_PORT (admin $ADMIN_PORT, $GATEWAY_THREADS threads, RUST_LOG=$GATEWAY_LOG)"
 RUST_LOG="$GATEWAY_LOG" "$GATEWAY" run --config "$TMP/gateway.toml" >"$TMP/gateway.log" 2>&1 &
@@ -311,6 +320,10 @@ GW_PID=$!
 PIDS+=("$GW_PID")
 wait_until "gateway admin /healthz" 60 "$GW_PID" http_ok "http://127.0.0.1:$ADMIN_PORT/healthz"
 wait_until "gateway /_gateway/health" 30 "$GW_PID" http_ok "http://127.0.0.1:$GW_PORT/_gateway/health"
+RUST_LOG="$GATEWAY_LOG" "$GATEWAY" run --config "$TMP/gateway-nocache.toml" >"$TMP/gateway-nocache.log" 2>&1 &
+GW2_PID=$!
+PIDS+=("$GW2_PID")
+wait_until "cache-off gateway /_gateway/health" 60 "$GW2_PID" http_ok "http://127.0.0.1:$GW2_PORT/_gateway/health"
 
 # ---------------------------------------------------------------- login
 log "logging in as $BENCH_USER"
@@ -340,10 +353,13 @@ run_wrk b "http://127.0.0.1:$GW_PORT$BENCH_PATH" -H "$COOKIE_HEADER"
 BEFORE_MEASURE=""
 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info commandstats | tr -d '\r' >"$TMP/redis-commandstats-b.txt"
 run_wrk c "http://127.0.0.1:$N_PORT$BENCH_PATH"
+run_wrk d "http://127.0.0.1:$GW2_PORT$BENCH_PATH" -H "$COOKIE_HEADER"
 
 read -r A_RPS A_P50 A_P99 A_BAD A_SOCK A_REQS < <(parse_wrk "$TMP/wrk-a.txt") || die "cannot parse wrk output (a)"
 read -r B_RPS B_P50 B_P99 B_BAD B_SOCK B_REQS < <(parse_wrk "$TMP/wrk-b.txt") || die "cannot parse wrk output (b)"
 read -r C_RPS C_P50 C_P99 C_BAD C_SOCK C_REQS < <(parse_wrk "$TMP/wrk-c.txt") || die "cannot parse wrk output (c)"
+read -r D_RPS D_P50 D_P99 D_BAD D_SOCK D_REQS < <(parse_wrk "$TMP/wrk-d.txt") || die "cannot parse wrk output (d)"
+((D_REQS > 0 && D_BAD == 0)) || die "(d) got $D_BAD non-2xx responses out of $D_REQS (see $TMP/wrk-d.txt)"
 
 # (b) must have measured real upstream responses, not 401/503s.
 # wrk counts "Non-2xx or 3xx"; the gateway never answers a wrk request (no
@@ -376,8 +392,8 @@ REDIS_PER_REQ="$(awk -F'[_:=,]' -v n="$B_REQS" '
     END { print (out == "" ? "none" : out) }' "$TMP/redis-commandstats-b.txt")"
 
 sock_note=""
-if ((A_SOCK + B_SOCK + C_SOCK > 0)); then
-    sock_note="- wrk socket errors: a=$A_SOCK, b=$B_SOCK, c=$C_SOCK (see raw wrk output)"
+if ((A_SOCK + B_SOCK + C_SOCK + D_SOCK > 0)); then
+    sock_note="- wrk socket errors: a=$A_SOCK, b=$B_SOCK, c=$C_SOCK, d=$D_SOCK (see raw wrk output)"
 fi
 
 REPORT="$(
@@ -393,13 +409,15 @@ REPORT="$(
 | path | req/s | p50 | p99 |
 |---|---:|---:|---:|
 | (a) wrk → upstream U (nginx \`return 200\`) | $(fmt_rps "$A_RPS") | $(fmt_ms "$A_P50") | $(fmt_ms "$A_P99") |
-| (b) wrk → gateway (session in Redis) → U | $(fmt_rps "$B_RPS") | $(fmt_ms "$B_P50") | $(fmt_ms "$B_P99") |
+| (b) wrk → gateway, validation cache on → U | $(fmt_rps "$B_RPS") | $(fmt_ms "$B_P50") | $(fmt_ms "$B_P99") |
 | (c) wrk → nginx reverse proxy N (no auth) → U | $(fmt_rps "$C_RPS") | $(fmt_ms "$C_P50") | $(fmt_ms "$C_P99") |
+| (d) wrk → gateway, cache off (one Redis GET per request) → U | $(fmt_rps "$D_RPS") | $(fmt_ms "$D_P50") | $(fmt_ms "$D_P99") |
 
 | ratio | req/s | p50 | p99 |
 |---|---:|---:|---:|
 | b/a (gateway vs. upstream direct) | $(ratio "$B_RPS" "$A_RPS") | $(ratio "$B_P50" "$A_P50") | $(ratio "$B_P99" "$A_P99") |
 | b/c (gateway vs. nginx proxy) | $(ratio "$B_RPS" "$C_RPS") | $(ratio "$B_P50" "$C_P50") | $(ratio "$B_P99" "$C_P99") |
+| d/c (gateway, cache off, vs. nginx proxy) | $(ratio "$D_RPS" "$C_RPS") | $(ratio "$D_P50" "$C_P50") | $(ratio "$D_P99" "$C_P99") |
 $sock_note
 EOF
 )"

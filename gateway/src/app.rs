@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
 use crate::session::backend::{RedisBackend, SessionBackend};
+use crate::session::cache::ValidationCache;
 use crate::session::{Keys, SessionGate, SessionStore};
 use crate::web::cookies::CookiePolicy;
 
@@ -115,11 +116,12 @@ impl App {
             &config.redis.key_prefix,
             &config.login.throttle,
         );
-        let store = Arc::new(SessionStore::new(
-            parts.sessions,
-            parts.clock.clone(),
-            &config.session,
-        ));
+        let mut store = SessionStore::new(parts.sessions, parts.clock.clone(), &config.session);
+        if config.session.cache {
+            let cache = ValidationCache::new(config.session.cache_entries, metrics.cache.clone());
+            store = store.with_cache(Arc::new(cache));
+        }
+        let store = Arc::new(store);
         let own_cookies = vec![
             config.session.cookie_name.clone(),
             config.session.nonce_cookie_name(),

@@ -5,10 +5,17 @@
 //! - `gateway_redis_duration_seconds`: latency of each Redis call, failures included.
 //! - `gateway_redis_errors_total`: Redis calls that failed or hit the deadline.
 //! - `gateway_logins_total{result}`: login attempts by result.
+//! - `gateway_session_cache_total{result}`: session checks answered from the validation cache
+//!   (`hit`) or from Redis (`miss`, which includes every check while the cache is not usable).
+//! - `gateway_session_cache_invalidations_total`: entries dropped because Redis said the session
+//!   changed; `gateway_session_cache_flushes_total`: whole-cache flushes (tracking lost or
+//!   re-established); `gateway_session_cache_entries`: entries held now.
 
 use std::time::Duration;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// What the gateway did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +62,21 @@ pub struct Metrics {
     logins: IntCounterVec,
     redis_duration: Histogram,
     redis_errors: IntCounter,
+    pub cache: CacheMetrics,
+}
+
+/// The validation cache's counters.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    pub hits: IntCounter,
+    pub misses: IntCounter,
+    pub invalidations: IntCounter,
+    pub flushes: IntCounter,
+    pub entries: IntGauge,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric definition: {e}"))
 }
 
 impl Metrics {
@@ -84,11 +106,37 @@ impl Metrics {
             "Redis calls that failed or timed out",
         )
         .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let cache_results = IntCounterVec::new(
+            Opts::new(
+                "gateway_session_cache_total",
+                "Session checks by where they were answered",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        let cache = CacheMetrics {
+            hits: cache_results.with_label_values(&["hit"]),
+            misses: cache_results.with_label_values(&["miss"]),
+            invalidations: counter(
+                "gateway_session_cache_invalidations_total",
+                "Cached sessions dropped because Redis said they changed",
+            ),
+            flushes: counter(
+                "gateway_session_cache_flushes_total",
+                "Whole-cache flushes: invalidation tracking lost or re-established",
+            ),
+            entries: IntGauge::new("gateway_session_cache_entries", "Cached sessions held now")
+                .unwrap_or_else(|e| panic!("metric definition: {e}")),
+        };
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(logins.clone()),
             Box::new(redis_duration.clone()),
             Box::new(redis_errors.clone()),
+            Box::new(cache_results),
+            Box::new(cache.invalidations.clone()),
+            Box::new(cache.flushes.clone()),
+            Box::new(cache.entries.clone()),
         ] {
             registry
                 .register(c)
@@ -101,6 +149,7 @@ impl Metrics {
             logins,
             redis_duration,
             redis_errors,
+            cache,
         }
     }
 

@@ -100,6 +100,31 @@ impl SharedRedis {
             .await
     }
 
+    /// A second connection of the same server and credentials, speaking RESP3 and handing the
+    /// server's push messages (invalidations) to `on_push` in the order they arrive. For the
+    /// validation cache's tracking; it is never shared with requests.
+    pub async fn tracking_connection(
+        &self,
+        on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let info = self.client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_push_sender(move |info: redis::PushInfo| -> Result<(), ()> {
+                on_push(info);
+                Ok(())
+            });
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.query(redis::cmd("PING")).await?;
         if pong == "PONG" {

@@ -25,6 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin::AdminApi;
 use crate::app::App;
 use crate::proxy::Gateway;
+use crate::session::tracking::CacheTracker;
 
 /// Runs until a shutdown signal; returns an operator-facing message if start-up fails.
 pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
@@ -69,6 +70,16 @@ pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
     let mut admin = Service::new("admin".to_string(), AdminApi { app: app.clone() });
     admin.add_tcp(&config.server.admin_listen.to_string());
 
+    if let Some(cache) = app.store.cache() {
+        server.add_service(background_service(
+            "session cache tracking",
+            CacheTracker {
+                cache: cache.clone(),
+                redis: app.redis.clone(),
+                key_prefix: config.redis.key_prefix.clone(),
+            },
+        ));
+    }
     server.add_service(health_checker);
     server.add_service(proxy);
     server.add_service(admin);

@@ -57,7 +57,15 @@ async fn metrics_count_requests_by_outcome() {
         401
     );
 
-    let text = metrics(&s.gw).await;
+    // A request is counted when pingora logs it, just after its answer went out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut text = metrics(&s.gw).await;
+    while counter_total(&text, "gateway_requests_total") < 4.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = metrics(&s.gw).await;
+    }
     assert!(text.contains("gateway_requests_total{"), "{text}");
     assert!(text.contains("outcome=\""), "no outcome label:\n{text}");
     assert!(

@@ -227,9 +227,10 @@ fn writes(calls: &std::collections::BTreeMap<String, u64>) -> u64 {
 }
 
 /// A logged-in session whose login writes (and audit XADD) have landed, with Redis's command
-/// statistics reset, so what follows counts only the requests a test makes.
+/// statistics reset, so what follows counts only the requests a test makes. The validation
+/// cache is off: these tests count what each request costs Redis without it.
 async fn session_with_quiet_stats(idle: &str, touch_interval: &str) -> (Stack, String) {
-    let touch = format!("touch_interval = \"{touch_interval}\"");
+    let touch = format!("touch_interval = \"{touch_interval}\"\ncache = false");
     let idle = idle.to_string();
     let s = Stack::start_with(move |c| {
         session_settings(c.idle_timeout(&idle).absolute_timeout("1h"), &touch)

@@ -31,6 +31,7 @@ mod password_formats;
 mod proxy_auth;
 mod redis_outage;
 mod revocation;
+mod session_cache;
 mod sessions;
 mod streaming;
 mod trusted_proxy;

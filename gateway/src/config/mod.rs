@@ -97,6 +97,9 @@ pub struct SessionSettings {
     pub cookie_secure: bool,
     pub max_per_user: Option<u32>,
     pub on_limit: LimitPolicy,
+    /// The validation cache (`cache`), and its bound in sessions (`cache_entries`).
+    pub cache: bool,
+    pub cache_entries: usize,
 }
 
 #[derive(Debug, Clone)]

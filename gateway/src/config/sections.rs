@@ -328,6 +328,8 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
         absolute_timeout,
         touch_interval,
         cookie_secure: s.get_or("cookie_secure", true),
+        cache: s.get_or("cache", true),
+        cache_entries: s.integer_in("cache_entries", 1..=10_000_000, 100_000),
         max_per_user,
         on_limit,
     };
@@ -340,6 +342,8 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
         "absolute_timeout",
         "touch_interval",
         "cookie_secure",
+        "cache",
+        "cache_entries",
         "max_per_user",
         "on_limit",
     ]);

@@ -3,9 +3,11 @@
 //! tests), and which session a request presents ([`presented`]).
 
 pub mod backend;
+pub mod cache;
 pub mod presented;
 pub mod store;
 pub mod token;
+pub mod tracking;
 pub mod view;
 
 use serde::{Deserialize, Serialize};

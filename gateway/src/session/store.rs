@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::backend::{Created, SessionBackend, UserLimit};
+use super::cache::ValidationCache;
 use super::{Handle, LiveSession, SessionId, SessionRecord};
 use crate::clock::Clock;
 use crate::config::SessionSettings;
@@ -53,6 +54,8 @@ pub struct SessionStore {
     /// Sessions this process has touched recently (handle -> when), so a burst of parallel
     /// requests that all read the same stale last-seen time writes once, not once each.
     recent_touches: Mutex<HashMap<Handle, u64>>,
+    /// Sessions read recently, while Redis's invalidations are proven to reach us.
+    cache: Option<Arc<ValidationCache>>,
 }
 
 /// Past this many remembered touches, forget the ones older than a touch interval.
@@ -75,7 +78,27 @@ impl SessionStore {
                 policy: settings.on_limit,
             }),
             recent_touches: Mutex::new(HashMap::new()),
+            cache: None,
         }
+    }
+
+    /// Answers lookups from `cache` while it is live.
+    pub fn with_cache(mut self, cache: Arc<ValidationCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn cache(&self) -> Option<&Arc<ValidationCache>> {
+        self.cache.as_ref()
+    }
+
+    /// When a record read now stops being usable: its idle or absolute deadline, whichever
+    /// comes first.
+    fn usable_until_ms(&self, record: &SessionRecord) -> u64 {
+        record
+            .last_seen_ms
+            .saturating_add(self.idle.as_millis() as u64)
+            .min(record.absolute_deadline_ms(self.absolute))
     }
 
     /// Now, by the store's clock (the one every deadline is measured on).
@@ -120,20 +143,25 @@ impl SessionStore {
     /// The session a request presents, checked against both deadlines. One `GET`.
     pub async fn lookup(&self, id: &SessionId) -> Result<Lookup, StoreError> {
         let handle = id.handle();
+        let now = self.clock.now_ms();
+        if let Some(record) = self.cache.as_ref().and_then(|c| c.get(&handle, now)) {
+            return Ok(Lookup::Live(LiveSession { handle, record }));
+        }
+        let ticket = self.cache.as_ref().map(|c| c.ticket());
         let Some(live) = self.get(&handle).await? else {
             return self.missing(handle).await;
         };
         let now = self.clock.now_ms();
-        let idle_deadline = live
-            .record
-            .last_seen_ms
-            .saturating_add(self.idle.as_millis() as u64);
-        if now >= live.record.absolute_deadline_ms(self.absolute) || now >= idle_deadline {
+        if now >= self.usable_until_ms(&live.record) {
             self.delete(&live).await?;
             return Ok(Lookup::Expired {
                 handle: live.handle.clone(),
                 session: Some(live),
             });
+        }
+        if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {
+            let until = self.usable_until_ms(&live.record);
+            cache.insert(ticket, &live.handle, &live.record, until);
         }
         Ok(Lookup::Live(live))
     }
@@ -179,7 +207,11 @@ impl SessionStore {
         let mut record = session.record.clone();
         record.last_seen_ms = now;
         let ttl = self.ttl_ms(&record, now);
-        self.backend.replace(&session.handle, &record, ttl).await
+        self.backend.replace(&session.handle, &record, ttl).await?;
+        if let Some(cache) = &self.cache {
+            cache.invalidate([&session.handle]);
+        }
+        Ok(())
     }
 
     /// Ends one session everywhere at once.
@@ -206,6 +238,10 @@ impl SessionStore {
     /// they just read as live).
     pub async fn delete_all(&self, sessions: &[LiveSession]) -> Result<usize, StoreError> {
         self.backend.delete_all(sessions).await?;
+        // This instance stops accepting them at once; the others when Redis tells them.
+        if let Some(cache) = &self.cache {
+            cache.invalidate(sessions.iter().map(|s| &s.handle));
+        }
         Ok(sessions.len())
     }
 }
@@ -497,5 +533,48 @@ mod tests {
             .collect();
         let wins: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(wins, 1);
+    }
+
+    /// A cache proven live, as the tracker keeps it in production.
+    fn with_live_cache() -> TestApp {
+        let t = short();
+        let cache = t.app.store.cache().expect("cache on by default");
+        cache.proven(std::time::Instant::now());
+        t
+    }
+
+    #[tokio::test]
+    async fn a_live_cache_answers_without_the_store_and_forgets_what_this_instance_ends() {
+        let t = with_live_cache();
+        let (id, live) = create(&t, "1").await;
+        assert!(matches!(t.app.store.lookup(&id).await, Ok(Lookup::Live(_))));
+        t.sessions.set_down(true);
+        assert!(
+            matches!(t.app.store.lookup(&id).await, Ok(Lookup::Live(_))),
+            "answered from the cache while the store is down"
+        );
+        t.sessions.set_down(false);
+        t.app.store.delete(&live).await.unwrap();
+        assert!(
+            matches!(t.app.store.lookup(&id).await, Ok(Lookup::Missing)),
+            "ended here: not served from the cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_session_still_expires_on_time() {
+        let t = with_live_cache();
+        let (id, _) = create(&t, "1").await;
+        assert!(matches!(t.app.store.lookup(&id).await, Ok(Lookup::Live(_))));
+        t.advance(std::time::Duration::from_millis(10 * MIN));
+        t.app
+            .store
+            .cache()
+            .unwrap()
+            .proven(std::time::Instant::now());
+        assert!(
+            !matches!(t.app.store.lookup(&id).await, Ok(Lookup::Live(_))),
+            "idle past the timeout"
+        );
     }
 }
