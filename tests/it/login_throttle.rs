@@ -149,3 +149,34 @@ async fn zero_switches_the_limits_off() {
         200
     );
 }
+
+/// A Redis that refuses writes (here a replica of a primary that is not there: what a demoted
+/// primary is during a failover) must not turn the login into a password oracle: attempts that
+/// cannot be counted are refused before any password is checked, the same for right and wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_redis_refuses_every_attempt_alike() {
+    let s = Stack::start_with(limits(5, 100, "15m")).await;
+    let session = login_alice(&s.gw).await;
+    let mut conn = s.redis.connection();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(free_port())
+        .query(&mut conn)
+        .unwrap();
+    let mut answers = Vec::new();
+    for password in ["wrong"; 12].into_iter().chain(["alice-password"]) {
+        let resp = attempt(&s.gw, "alice", password).await;
+        answers.push(resp.status().as_u16());
+    }
+    assert!(answers.iter().all(|s| *s == 503), "{answers:?}");
+    // Sessions already open keep working on the reads Redis still answers.
+    assert_eq!(get_with_cookie(&s.gw, "/x", &session).await.status(), 200);
+
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut conn)
+        .unwrap();
+    // None of the refused attempts were counted, so alice is not locked out.
+    assert_eq!(attempt(&s.gw, "alice", "alice-password").await.status(), 200);
+}

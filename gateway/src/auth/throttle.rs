@@ -30,7 +30,18 @@ pub trait FailureCounters: Send + Sync {
     /// Adds one to each key; a key's window starts at its first increment.
     async fn increment(&self, keys: &[String], window: Duration) -> Result<(), StoreError>;
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
+    /// Takes one back from `key`, if it is still counting (never below zero, never creates it).
+    async fn decrement(&self, key: &str) -> Result<(), StoreError>;
 }
+
+/// `DECR` only while the key exists: a counter whose window just ended must not come back as
+/// a key without expiry.
+const DECREMENT_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[1])) > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+"#;
 
 pub struct RedisCounters {
     redis: Arc<SharedRedis>,
@@ -71,6 +82,13 @@ impl FailureCounters for RedisCounters {
         let _: i64 = self.redis.query(redis::cmd("DEL").arg(key).clone()).await?;
         Ok(())
     }
+
+    async fn decrement(&self, key: &str) -> Result<(), StoreError> {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(DECREMENT_SCRIPT).arg(1).arg(key);
+        let _: i64 = self.redis.query(eval).await?;
+        Ok(())
+    }
 }
 
 /// key -> (count, window ends at ms)
@@ -81,6 +99,7 @@ pub struct MemoryCounters {
     clock: Arc<dyn Clock>,
     counts: Mutex<CountTable>,
     down: AtomicBool,
+    read_only: AtomicBool,
 }
 
 impl MemoryCounters {
@@ -89,7 +108,20 @@ impl MemoryCounters {
             clock,
             counts: Mutex::new(HashMap::new()),
             down: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
         }
+    }
+
+    /// Plays a Redis that answers reads but refuses writes (a demoted primary, out of memory).
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::SeqCst);
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.read_only.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("READONLY memory counters".into()));
+        }
+        Ok(())
     }
 
     pub fn set_down(&self, down: bool) {
@@ -123,6 +155,7 @@ impl FailureCounters for MemoryCounters {
     }
 
     async fn increment(&self, keys: &[String], window: Duration) -> Result<(), StoreError> {
+        self.writable()?;
         let ends = self.clock.now_ms() + window.as_millis() as u64;
         let mut counts = self.live_counts()?;
         for key in keys {
@@ -132,7 +165,16 @@ impl FailureCounters for MemoryCounters {
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.writable()?;
         self.live_counts()?.remove(key);
+        Ok(())
+    }
+
+    async fn decrement(&self, key: &str) -> Result<(), StoreError> {
+        self.writable()?;
+        if let Some((n, _)) = self.live_counts()?.get_mut(key) {
+            *n = n.saturating_sub(1);
+        }
         Ok(())
     }
 }
@@ -195,7 +237,11 @@ impl LoginThrottle {
         Ok(exceeded.then_some(self.settings.window))
     }
 
-    pub async fn record_failure(
+    /// Counts this attempt as a failure *before* its password is checked. If it cannot be
+    /// counted (Redis read-only during a failover, out of memory), the caller must refuse the
+    /// attempt unchecked: otherwise guesses go uncounted, and a right password answered
+    /// differently from a wrong one would tell the attacker which guess was right.
+    pub async fn count_attempt(
         &self,
         username: &str,
         ip: Option<IpAddr>,
@@ -208,9 +254,21 @@ impl LoginThrottle {
         self.counters.increment(&keys, self.settings.window).await
     }
 
-    pub async fn record_success(&self, username: &str) -> Result<(), StoreError> {
+    /// The attempt was right: the username's count starts over, and the client IP's loses the
+    /// one this attempt added (not more, so an attacker holding one valid account cannot reset
+    /// their budget for guessing others).
+    pub async fn record_success(
+        &self,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
         if let Some((key, _)) = self.user_counter(username) {
             self.counters.clear(&key).await?;
+        }
+        if let (Some(_), Some(ip)) = (self.settings.max_failures_per_ip, ip) {
+            self.counters
+                .decrement(&format!("{}fail:ip:{ip}", self.prefix))
+                .await?;
         }
         Ok(())
     }
@@ -252,7 +310,7 @@ mod tests {
     impl Fixture {
         async fn fail(&self, user: &str, from: Option<IpAddr>, times: u32) {
             for _ in 0..times {
-                self.throttle.record_failure(user, from).await.unwrap();
+                self.throttle.count_attempt(user, from).await.unwrap();
             }
         }
 
@@ -307,7 +365,7 @@ mod tests {
         let f = throttle(Some(3), Some(5));
         let from = ip("192.0.2.1");
         f.fail("alice", from, 2).await;
-        f.throttle.record_success("ALICE").await.unwrap();
+        f.throttle.record_success("ALICE", None).await.unwrap();
         f.fail("alice", from, 2).await;
         assert!(
             !f.refused("alice", None).await,
@@ -345,7 +403,7 @@ mod tests {
         // Nothing was even asked of the store.
         f.counters.set_down(true);
         assert_eq!(f.throttle.refusal("alice", ip("192.0.2.1")).await, Ok(None));
-        assert!(f.throttle.record_failure("alice", None).await.is_ok());
+        assert!(f.throttle.count_attempt("alice", None).await.is_ok());
     }
 
     #[tokio::test]
@@ -373,7 +431,31 @@ mod tests {
         let f = throttle(Some(3), Some(3));
         f.counters.set_down(true);
         assert!(f.throttle.refusal("alice", ip("192.0.2.1")).await.is_err());
-        assert!(f.throttle.record_failure("alice", None).await.is_err());
-        assert!(f.throttle.record_success("alice").await.is_err());
+        assert!(f.throttle.count_attempt("alice", None).await.is_err());
+        assert!(f.throttle.record_success("alice", None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_right_password_takes_back_only_its_own_attempt_from_the_address() {
+        let f = throttle(Some(3), Some(3));
+        let from = ip("192.0.2.9");
+        f.fail("bob", from, 2).await;
+        // alice's attempt is counted first, then taken back when her password was right.
+        f.throttle.count_attempt("alice", from).await.unwrap();
+        f.throttle.record_success("alice", from).await.unwrap();
+        assert!(!f.refused("carol", from).await, "still two failures from it");
+        f.fail("bob", from, 1).await;
+        assert!(f.refused("carol", from).await, "the third failure locks it");
+    }
+
+    #[tokio::test]
+    async fn taking_back_never_goes_below_zero_or_outlives_the_window() {
+        let f = throttle(Some(3), Some(3));
+        let from = ip("192.0.2.10");
+        f.throttle.record_success("alice", from).await.unwrap();
+        f.fail("bob", from, 2).await;
+        assert!(!f.refused("carol", from).await);
+        f.fail("bob", from, 1).await;
+        assert!(f.refused("carol", from).await, "the earlier take-back gave no credit");
     }
 }

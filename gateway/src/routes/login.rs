@@ -203,6 +203,12 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
         }
         Err(e) => return Err(Refusal::Store(e)),
     }
+    // Counted before the password is checked: an attempt that cannot be counted is refused
+    // unchecked, the same for a right and a wrong password.
+    if let Err(e) = app.throttle.count_attempt(&username, origin.ip).await {
+        log::error!("login attempt could not be counted; refused unchecked: {e}");
+        return Err(Refusal::Store(e));
+    }
 
     let verdict = if username.is_empty() || password.is_empty() || username.len() > 256 {
         None
@@ -223,9 +229,6 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
                 _ => "missing_credentials",
             };
             app.metrics.login("rejected");
-            if let Err(e) = app.throttle.record_failure(&username, origin.ip).await {
-                log::warn!("failed login not counted: {e}");
-            }
             app.audit.record(
                 AuditEvent::new("login_failure", "user", origin)
                     .username(&username)
@@ -242,6 +245,11 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
             ));
         }
     };
+    // The right password: the attempt counted above is taken back (for the user and the IP),
+    // whatever becomes of the session, so a session limit cannot lock the user out.
+    if let Err(e) = app.throttle.record_success(&identity.username, origin.ip).await {
+        log::warn!("failed-login counter not cleared: {e}");
+    }
     start_session(app, req, origin, identity, &next, shape).await
 }
 
@@ -292,9 +300,6 @@ async fn start_session(
         Err(e) => return Err(Refusal::Store(e)),
     };
     app.metrics.login("accepted");
-    if let Err(e) = app.throttle.record_success(&identity.username).await {
-        log::warn!("failed-login counter not cleared: {e}");
-    }
     app.audit.record(
         AuditEvent::new("login_success", "user", origin)
             .username(&identity.username)
@@ -684,4 +689,30 @@ mod tests {
             .await;
         assert_eq!(reply.status, 401);
     }
+
+    #[tokio::test]
+    async fn attempts_that_cannot_be_counted_are_refused_before_the_password_is_checked() {
+        // A Redis that answers reads but refuses writes: a demoted primary, or out of memory.
+        let t = TestApp::with(Settings {
+            login: "max_failures_per_user = 5",
+            ..Settings::default()
+        });
+        t.counters.set_read_only(true);
+        let mut answers = Vec::new();
+        for password in ["wrong"; 12].into_iter().chain(["bob-pw"]) {
+            let reply = t
+                .serve(Req::post_json("/login", json!({"username": "bob", "password": password})))
+                .await;
+            answers.push((reply.status, reply.body_json()["error"].clone()));
+        }
+        // Never a 401 (an uncounted guess), never a 200: the right password looks the same.
+        assert!(
+            answers.iter().all(|a| a.0 == 503 && a.1 == "session_store_unavailable"),
+            "{answers:?}"
+        );
+        assert_eq!(t.sessions.stored(), 0);
+        t.counters.set_read_only(false);
+        t.login("bob").await;
+    }
 }
+
