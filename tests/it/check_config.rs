@@ -255,3 +255,28 @@ fn run_refuses_to_start_with_a_broken_config() {
         "problems not reported:\n{stderr}"
     );
 }
+
+/// A users-file hash whose cost would stall or crash the gateway on one unauthenticated login
+/// is refused by check-config (and so by `run`), at its line, with the limit.
+#[test]
+fn absurd_hash_costs_in_the_users_file_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TestConfig::new(
+        "redis://127.0.0.1:6379/0",
+        "127.0.0.1:5001".parse().unwrap(),
+    )
+    .users(&format!(
+        "[[users]]\nusername = \"ok\"\nid = \"1\"\npassword_hash = {}\n\n\
+         [[users]]\nusername = \"slow\"\nid = \"2\"\npassword_hash = \"$2b$31${}\"\n",
+        toml_str(&argon2_hash("pw")),
+        "a".repeat(53)
+    ));
+    let path = cfg.write_to(dir.path());
+    let (code, stdout, stderr) = check(&path);
+    assert_no_panic(&stderr);
+    assert_ne!(code, Some(0), "stdout: {stdout}");
+    assert!(
+        stderr.contains("users.toml:9") && stderr.contains("bcrypt cost 31"),
+        "stderr: {stderr}"
+    );
+}

@@ -178,5 +178,8 @@ async fn a_read_only_redis_refuses_every_attempt_alike() {
         .query(&mut conn)
         .unwrap();
     // None of the refused attempts were counted, so alice is not locked out.
-    assert_eq!(attempt(&s.gw, "alice", "alice-password").await.status(), 200);
+    assert_eq!(
+        attempt(&s.gw, "alice", "alice-password").await.status(),
+        200
+    );
 }

@@ -35,20 +35,35 @@ pub enum Pbkdf2Digest {
     Sha512,
 }
 
+/// The most work one hash may ask for. A stored hash beyond them is refused where it is read
+/// (check-config and start-up for the users file; the login, as "unusable", for the app's
+/// table), because a single unauthenticated login would otherwise tie up a worker for minutes
+/// or exhaust memory (the decoy for unknown users copies a real user's cost). Every default of
+/// the libraries Flask apps use is well inside them.
+pub mod limits {
+    /// argon2: memory in KiB (256 MiB), passes, lanes.
+    pub const ARGON2_MAX_MEMORY_KIB: u32 = 256 * 1024;
+    pub const ARGON2_MAX_PASSES: u32 = 10;
+    pub const ARGON2_MAX_LANES: u32 = 8;
+    /// bcrypt: cost (2^cost rounds); Flask-Bcrypt's default is 12.
+    pub const BCRYPT_MIN_COST: u32 = 4;
+    pub const BCRYPT_MAX_COST: u32 = 16;
+    /// Werkzeug pbkdf2 iterations; its default was 600,000 and then 1,000,000.
+    pub const PBKDF2_MAX_ITERATIONS: u32 = 5_000_000;
+    /// Werkzeug scrypt: memory 128·r·N bytes (128 MiB) and parallelism; its default is
+    /// N = 2^15, r = 8, p = 1 (32 MiB).
+    pub const SCRYPT_MAX_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
+    pub const SCRYPT_MAX_PARALLELISM: u32 = 16;
+}
+
 impl PasswordHash {
     /// Recognises a stored hash; the error says which formats are supported.
     pub fn parse(text: &str) -> Result<PasswordHash, String> {
         if text.starts_with("$argon2") {
-            let parsed = argon2::PasswordHash::new(text)
-                .map_err(|e| format!("not a valid argon2 hash: {e}"))?;
-            argon2::Params::try_from(&parsed)
-                .map_err(|e| format!("unsupported argon2 parameters: {e}"))?;
-            return Ok(PasswordHash::Argon2(text.to_string()));
+            return parse_argon2(text);
         }
         if ["$2a$", "$2b$", "$2y$"].iter().any(|p| text.starts_with(p)) {
-            text.parse::<bcrypt::HashParts>()
-                .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
-            return Ok(PasswordHash::Bcrypt(text.to_string()));
+            return parse_bcrypt(text);
         }
         if let Some(rest) = text.strip_prefix("pbkdf2:") {
             return parse_werkzeug_pbkdf2(rest);
@@ -185,6 +200,60 @@ fn random_password() -> String {
     hex::encode(bytes)
 }
 
+fn parse_argon2(text: &str) -> Result<PasswordHash, String> {
+    use limits::*;
+    let parsed =
+        argon2::PasswordHash::new(text).map_err(|e| format!("not a valid argon2 hash: {e}"))?;
+    if argon2::Algorithm::try_from(parsed.algorithm).is_err() {
+        return Err("not a valid argon2 hash: unknown variant".to_string());
+    }
+    if parsed.version.is_some_and(|v| v != 0x13) {
+        return Err("not a valid argon2 hash: only version 19 (v=19) is supported".to_string());
+    }
+    if parsed.hash.is_none() || parsed.salt.is_none() {
+        return Err("not a valid argon2 hash: the salt or the hash is missing".to_string());
+    }
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|e| format!("unsupported argon2 parameters: {e}"))?;
+    if params.m_cost() > ARGON2_MAX_MEMORY_KIB
+        || params.t_cost() > ARGON2_MAX_PASSES
+        || params.p_cost() > ARGON2_MAX_LANES
+    {
+        return Err(format!(
+            "argon2 cost too high (m={}, t={}, p={}): at most m={ARGON2_MAX_MEMORY_KIB} (KiB), \
+             t={ARGON2_MAX_PASSES}, p={ARGON2_MAX_LANES}",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
+    Ok(PasswordHash::Argon2(text.to_string()))
+}
+
+/// `$2b$CC$` + 22 characters of salt + 31 of hash, in bcrypt's base64 alphabet.
+fn parse_bcrypt(text: &str) -> Result<PasswordHash, String> {
+    use limits::*;
+    let bad = || "not a valid bcrypt hash ($2b$CC$ and 53 characters)".to_string();
+    let rest = &text.get(4..).ok_or_else(bad)?;
+    let (cost, body) = rest.split_once('$').ok_or_else(bad)?;
+    let valid_body = body.len() == 53
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+    if cost.len() != 2 || !cost.bytes().all(|b| b.is_ascii_digit()) || !valid_body {
+        return Err(bad());
+    }
+    let cost: u32 = cost.parse().map_err(|_| bad())?;
+    if !(BCRYPT_MIN_COST..=BCRYPT_MAX_COST).contains(&cost) {
+        return Err(format!(
+            "bcrypt cost {cost} is out of range: use {BCRYPT_MIN_COST} to {BCRYPT_MAX_COST}"
+        ));
+    }
+    text.parse::<bcrypt::HashParts>()
+        .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
+    Ok(PasswordHash::Bcrypt(text.to_string()))
+}
+
 fn parse_werkzeug_pbkdf2(rest: &str) -> Result<PasswordHash, String> {
     let bad = || "not a valid Werkzeug pbkdf2 hash (pbkdf2:sha256:ITERATIONS$SALT$HEX)".to_string();
     let (method, tail) = rest.split_once('$').ok_or_else(bad)?;
@@ -201,8 +270,18 @@ fn parse_werkzeug_pbkdf2(rest: &str) -> Result<PasswordHash, String> {
         None => 260_000,
     };
     let hash = hex::decode(hex_hash).map_err(|_| bad())?;
-    if iterations == 0 || salt.is_empty() || hash.is_empty() || parts.next().is_some() {
+    let digest_len = match digest {
+        Pbkdf2Digest::Sha256 => 32,
+        Pbkdf2Digest::Sha512 => 64,
+    };
+    if iterations == 0 || salt.is_empty() || hash.len() != digest_len || parts.next().is_some() {
         return Err(bad());
+    }
+    if iterations > limits::PBKDF2_MAX_ITERATIONS {
+        return Err(format!(
+            "pbkdf2 with {iterations} iterations is too costly: at most {}",
+            limits::PBKDF2_MAX_ITERATIONS
+        ));
     }
     Ok(PasswordHash::WerkzeugPbkdf2 {
         digest,
@@ -232,11 +311,20 @@ fn parse_werkzeug_scrypt(rest: &str) -> Result<PasswordHash, String> {
         u32::try_from(r).map_err(|_| bad())?,
         u32::try_from(p).map_err(|_| bad())?,
     );
-    scrypt::Params::new(log_n, r, p, hash.len().max(10))
-        .map_err(|e| format!("unsupported scrypt parameters: {e}"))?;
-    if salt.is_empty() || hash.is_empty() {
+    // Werkzeug derives 64 bytes.
+    if salt.is_empty() || hash.len() != 64 {
         return Err(bad());
     }
+    let memory = 128u64.saturating_mul(u64::from(r)).saturating_mul(n);
+    if memory > limits::SCRYPT_MAX_MEMORY_BYTES || p > limits::SCRYPT_MAX_PARALLELISM {
+        return Err(format!(
+            "scrypt N={n} r={r} p={p} is too costly: at most {} MiB (128·r·N) and p={}",
+            limits::SCRYPT_MAX_MEMORY_BYTES / (1024 * 1024),
+            limits::SCRYPT_MAX_PARALLELISM
+        ));
+    }
+    scrypt::Params::new(log_n, r, p, hash.len())
+        .map_err(|e| format!("unsupported scrypt parameters: {e}"))?;
     Ok(PasswordHash::WerkzeugScrypt {
         log_n,
         r,
@@ -277,7 +365,7 @@ mod tests {
 
     #[test]
     fn decoys_cost_the_same_and_match_nothing() {
-        let real = PasswordHash::parse("pbkdf2:sha256:1000$salt$00ff").unwrap();
+        let real = PasswordHash::parse("pbkdf2:sha256:1000$salt$00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff").unwrap();
         match real.decoy() {
             PasswordHash::WerkzeugPbkdf2 { iterations, .. } => assert_eq!(iterations, 1000),
             other => panic!("decoy changed algorithm: {other:?}"),
@@ -408,5 +496,67 @@ mod tests {
     #[test]
     fn werkzeug_scrypt_hashes() {
         check_family("werkzeug-scrypt");
+    }
+
+    /// Hashes that would tie up a worker or exhaust memory on one unauthenticated login.
+    #[test]
+    fn absurd_costs_are_refused_with_the_limit() {
+        let salt = "c2FsdHNhbHRzYWx0c2FsdA";
+        let tag = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo0NTY3ODk";
+        let digest64 = "00".repeat(64);
+        for (bad, says) in [
+            (
+                format!("$argon2id$v=19$m=4294967295,t=2,p=1${salt}${tag}"),
+                "argon2 cost too high",
+            ),
+            (
+                format!("$argon2id$v=19$m=19456,t=100,p=1${salt}${tag}"),
+                "argon2 cost too high",
+            ),
+            (format!("$2b$31${}", "a".repeat(53)), "bcrypt cost 31"),
+            (format!("$2b$03${}", "a".repeat(53)), "bcrypt cost 3"),
+            (
+                format!("scrypt:1073741824:8:1$salt${digest64}"),
+                "too costly",
+            ),
+            (format!("scrypt:32768:8:64$salt${digest64}"), "too costly"),
+            (
+                format!("pbkdf2:sha256:4294967295$salt${}", "00".repeat(32)),
+                "too costly",
+            ),
+        ] {
+            let err = PasswordHash::parse(&bad).expect_err(&bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        // The libraries' own defaults are well inside the limits.
+        for fine in [
+            format!("$argon2id$v=19$m=19456,t=2,p=1${salt}${tag}"),
+            format!("$2b$12${}", "a".repeat(53)),
+            format!("scrypt:32768:8:1$salt${digest64}"),
+            format!("pbkdf2:sha256:1000000$salt${}", "00".repeat(32)),
+        ] {
+            assert!(PasswordHash::parse(&fine).is_ok(), "{fine}");
+        }
+    }
+
+    /// Malformed hashes are refused where they are read, not accepted and then never matched.
+    #[test]
+    fn malformed_hashes_are_refused() {
+        let salt = "c2FsdHNhbHRzYWx0c2FsdA";
+        let tag = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo0NTY3ODk";
+        for bad in [
+            format!("$argon2id$v=19$m=19456,t=2,p=1${salt}"),
+            format!("$argon2xx$v=19$m=19456,t=2,p=1${salt}${tag}"),
+            format!("$argon2id$v=99$m=19456,t=2,p=1${salt}${tag}"),
+            format!("$2b$12${}", "a".repeat(52)),
+            format!("$2b$12${}$", "a".repeat(53)),
+            format!("$2b$4${}", "a".repeat(53)),
+            format!("$2b$12${}!", "a".repeat(52)),
+            // A truncated digest would even verify a password against its prefix.
+            format!("pbkdf2:sha256:1000$salt${}", "00".repeat(16)),
+            format!("scrypt:32768:8:1$salt${}", "00".repeat(16)),
+        ] {
+            assert!(PasswordHash::parse(&bad).is_err(), "{bad}");
+        }
     }
 }

@@ -443,7 +443,10 @@ mod tests {
         // alice's attempt is counted first, then taken back when her password was right.
         f.throttle.count_attempt("alice", from).await.unwrap();
         f.throttle.record_success("alice", from).await.unwrap();
-        assert!(!f.refused("carol", from).await, "still two failures from it");
+        assert!(
+            !f.refused("carol", from).await,
+            "still two failures from it"
+        );
         f.fail("bob", from, 1).await;
         assert!(f.refused("carol", from).await, "the third failure locks it");
     }
@@ -456,6 +459,9 @@ mod tests {
         f.fail("bob", from, 2).await;
         assert!(!f.refused("carol", from).await);
         f.fail("bob", from, 1).await;
-        assert!(f.refused("carol", from).await, "the earlier take-back gave no credit");
+        assert!(
+            f.refused("carol", from).await,
+            "the earlier take-back gave no credit"
+        );
     }
 }

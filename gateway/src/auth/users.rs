@@ -194,13 +194,13 @@ mod tests {
 [[users]]
 username = "alice"
 id = 1
-password_hash = "pbkdf2:sha256:1000$salt$00ff"
+password_hash = "pbkdf2:sha256:1000$salt$00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff"
 roles = ["admin"]
 
 [[users]]
 username = "bob"
 id = "b-2"
-password_hash = "pbkdf2:sha256:1000$salt$00ff"
+password_hash = "pbkdf2:sha256:1000$salt$00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff"
 disabled = true
 "#,
         )

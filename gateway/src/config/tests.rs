@@ -274,7 +274,7 @@ fn dir_with_users(name: &str, users: &str) -> PathBuf {
 fn the_users_file_is_read_with_the_config() {
     let dir = dir_with_users(
         "users-ok",
-        "[[users]]\nusername = \"alice\"\nid = 1\npassword_hash = \"pbkdf2:sha256:1000$salt$00ff\"\n",
+        "[[users]]\nusername = \"alice\"\nid = 1\npassword_hash = \"pbkdf2:sha256:1000$salt$00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff\"\n",
     );
     let env = StaticEnvironment::default();
     let c = Config::parse("gw.toml", MINIMAL, &dir, &env).expect("valid");

@@ -247,7 +247,11 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
     };
     // The right password: the attempt counted above is taken back (for the user and the IP),
     // whatever becomes of the session, so a session limit cannot lock the user out.
-    if let Err(e) = app.throttle.record_success(&identity.username, origin.ip).await {
+    if let Err(e) = app
+        .throttle
+        .record_success(&identity.username, origin.ip)
+        .await
+    {
         log::warn!("failed-login counter not cleared: {e}");
     }
     start_session(app, req, origin, identity, &next, shape).await
@@ -701,13 +705,18 @@ mod tests {
         let mut answers = Vec::new();
         for password in ["wrong"; 12].into_iter().chain(["bob-pw"]) {
             let reply = t
-                .serve(Req::post_json("/login", json!({"username": "bob", "password": password})))
+                .serve(Req::post_json(
+                    "/login",
+                    json!({"username": "bob", "password": password}),
+                ))
                 .await;
             answers.push((reply.status, reply.body_json()["error"].clone()));
         }
         // Never a 401 (an uncounted guess), never a 200: the right password looks the same.
         assert!(
-            answers.iter().all(|a| a.0 == 503 && a.1 == "session_store_unavailable"),
+            answers
+                .iter()
+                .all(|a| a.0 == 503 && a.1 == "session_store_unavailable"),
             "{answers:?}"
         );
         assert_eq!(t.sessions.stored(), 0);
@@ -715,4 +724,3 @@ mod tests {
         t.login("bob").await;
     }
 }
-
