@@ -28,7 +28,24 @@ use crate::proxy::Gateway;
 use crate::session::tracking::CacheTracker;
 
 /// Runs until a shutdown signal; returns an operator-facing message if start-up fails.
+/// pingora retries a listener it cannot bind, forever; a taken port is an operator's mistake
+/// to report at once. (With `--upgrade` the sockets come from the old process instead.)
+fn check_ports_free(app: &App) -> Result<(), String> {
+    let server = &app.config.server;
+    for (key, addr) in [
+        ("listen", server.listen),
+        ("admin_listen", server.admin_listen),
+    ] {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("[server] {key}: cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
+}
+
 pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
+    if !upgrade {
+        check_ports_free(&app)?;
+    }
     let config = &app.config;
     let mut conf = ServerConf {
         threads: config.server.threads,

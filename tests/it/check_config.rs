@@ -280,3 +280,45 @@ fn absurd_hash_costs_in_the_users_file_are_refused_with_their_line() {
         "stderr: {stderr}"
     );
 }
+
+/// A port another program holds is an operator's mistake to hear about at once, not a gateway
+/// that retries binding forever.
+#[test]
+fn an_occupied_port_stops_run_at_once_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TestConfig::new(
+        "redis://127.0.0.1:6379/0",
+        "127.0.0.1:5001".parse().unwrap(),
+    );
+    cfg.listen_port = port;
+    let path = cfg.write_to(dir.path());
+    let mut child = std::process::Command::new(gateway_bin())
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the gateway kept running on an occupied port");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!(
+            "[server] listen: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    drop(taken);
+}

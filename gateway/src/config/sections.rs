@@ -283,16 +283,8 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
         }
     }
     let secret = ctx.secret(s, "secret", true);
-    if let Some(secret) = &secret {
-        if secret.len() < MIN_SECRET_BYTES {
-            s.problem(
-                "secret",
-                format!(
-                    "is {} bytes; use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
-                    secret.len()
-                ),
-            );
-        }
+    if let Some(message) = secret.as_ref().and_then(weak_key) {
+        s.problem("secret", message);
     }
     let idle_timeout = s.duration("idle_timeout", Duration::from_secs(30 * 60));
     let absolute_timeout = s.duration("absolute_timeout", Duration::from_secs(8 * 3600));
@@ -512,16 +504,28 @@ pub(super) fn read_database(s: &Section, ctx: &Ctx) -> DatabaseSettings {
     settings
 }
 
+/// Fewest distinct byte values an HMAC key may have: 32 spaces, or "aaaa…", are not secrets,
+/// while the hex of `openssl rand -hex 32` has 16 and any random text many more.
+const MIN_KEY_VARIETY: usize = 8;
+
+/// What is wrong with an HMAC key, if anything.
+fn weak_key(key: &Secret) -> Option<String> {
+    let advice = "use at least 32 random bytes, e.g. `openssl rand -hex 32`";
+    if key.len() < MIN_SECRET_BYTES {
+        return Some(format!("is {} bytes; {advice}", key.len()));
+    }
+    let mut seen = [false; 256];
+    key.expose().iter().for_each(|b| seen[*b as usize] = true);
+    let variety = seen.iter().filter(|s| **s).count();
+    (variety < MIN_KEY_VARIETY).then(|| {
+        format!("has only {variety} different characters, so it is easy to guess; {advice}")
+    })
+}
+
 pub(super) fn read_identity(s: &Section, ctx: &Ctx) -> IdentitySettings {
     let signing_secret = ctx.secret(s, "signing_secret", false);
-    if signing_secret
-        .as_ref()
-        .is_some_and(|k| k.len() < MIN_SECRET_BYTES)
-    {
-        s.problem(
-            "signing_secret",
-            format!("use at least {MIN_SECRET_BYTES} random bytes"),
-        );
+    if let Some(message) = signing_secret.as_ref().and_then(weak_key) {
+        s.problem("signing_secret", message);
     }
     s.finish(&[
         "signing_secret",

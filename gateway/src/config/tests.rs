@@ -88,14 +88,15 @@ fn syntax_errors_report_a_line() {
 #[test]
 fn secrets_come_from_env_and_never_show_in_debug() {
     let mut env = StaticEnvironment::default();
-    env.vars.insert("GW_SECRET".into(), "x".repeat(40));
+    let secret = "k3y-0f-t3st5-ENV-9182736450-qwerty-zxcv";
+    env.vars.insert("GW_SECRET".into(), secret.into());
     let text = MINIMAL.replace(
         "secret = \"0123456789abcdef0123456789abcdef\"",
         "secret_env = \"GW_SECRET\"",
     );
     let c = Config::parse("gw.toml", &text, &tempdir_with_users(), &env).expect("valid");
-    assert_eq!(c.session.secret.expose(), "x".repeat(40).as_bytes());
-    assert!(!format!("{c:?}").contains("xxxxxxxx"));
+    assert_eq!(c.session.secret.expose(), secret.as_bytes());
+    assert!(!format!("{c:?}").contains("9182736450"));
 }
 
 #[test]
@@ -305,4 +306,32 @@ fn users_file_mistakes_are_config_problems_at_their_own_lines() {
     assert_eq!(err.problems.len(), 1, "{err}");
     assert_eq!(err.problems[0].key, "[login] users_file");
     assert!(err.to_string().contains("cannot read"), "{err}");
+}
+
+#[test]
+fn secrets_with_too_little_variety_are_refused() {
+    for weak in [
+        " ".repeat(32),
+        "a".repeat(40),
+        "abababababababababababababababab".to_string(),
+    ] {
+        let text = MINIMAL.replace(
+            "secret = \"0123456789abcdef0123456789abcdef\"",
+            &format!("secret = \"{weak}\""),
+        );
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{weak:?}: {problems:?}");
+        assert!(
+            problems[0].2.contains("different characters"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].2.contains("openssl rand -hex 32"),
+            "{problems:?}"
+        );
+        assert!(
+            !problems[0].2.contains(&weak),
+            "the secret itself is never echoed"
+        );
+    }
 }

@@ -19,7 +19,7 @@ use crate::i18n::Texts;
 use crate::identity::Identity;
 use crate::pages::{self, LoginPage};
 use crate::session::store::CreateOutcome;
-use crate::session::{token, SessionRecord};
+use crate::session::{token, Presented, SessionRecord};
 use crate::web::cookies;
 use crate::web::reply::Reply;
 use crate::web::request::{form_fields, is_form, is_json, query_param, safe_next, Origin};
@@ -318,6 +318,20 @@ async fn start_session(
                 .handle(&old)
                 .reason("max_per_user"),
         );
+    }
+    // A login made while presenting a live session replaces it: the browser drops the old
+    // cookie for the new one, and a session nobody holds any more must not stay valid.
+    match app.sessions().presented(req, origin).await {
+        Ok(Presented::Live(old)) => match app.store.delete(&old).await {
+            Ok(()) => app.audit.record(
+                AuditEvent::new("logout", "user", origin)
+                    .session(&old)
+                    .reason("replaced_by_login"),
+            ),
+            Err(e) => log::warn!("the session replaced by a login could not be ended: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => log::warn!("the session replaced by a login could not be checked: {e}"),
     }
 
     let cookie = app
@@ -722,5 +736,22 @@ mod tests {
         assert_eq!(t.sessions.stored(), 0);
         t.counters.set_read_only(false);
         t.login("bob").await;
+    }
+
+    #[tokio::test]
+    async fn a_login_ends_the_session_it_replaces() {
+        let t = TestApp::new();
+        let old = t.login("alice").await;
+        let reply = t
+            .serve(
+                Req::post_json("/login", json!({"username": "bob", "password": "bob-pw"}))
+                    .cookie(&t.cookie(&old)),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(t.sessions.stored(), 1, "only the new session is left");
+        let replaced = t.events_named("logout");
+        assert_eq!(replaced[0]["reason"], "replaced_by_login");
+        assert_eq!(replaced[0]["username"], "alice");
     }
 }
