@@ -524,6 +524,7 @@ EOF
 )"
 
 mkdir -p "$RESULTS_DIR"
+REPORT="$(printf '%s\n' "$REPORT" | cat -s)"   # no double blank lines (empty notes)
 printf '%s\n' "$REPORT" >"$RESULTS_DIR/latest.md"
 printf '\n%s\n\n' "$REPORT"
 log "written to ${RESULTS_DIR#"$ROOT"/}/latest.md"
