@@ -43,8 +43,8 @@ use crate::web::cookies;
 use crate::web::forward::{set_forwarded, set_identity, strip_identity_headers};
 use crate::web::reply::Reply;
 use crate::web::request::{
-    client_ip, has_dot_segments, header, is_cors_preflight, same_origin, BodyError, Origin,
-    MAX_OWN_BODY,
+    client_ip, framing_problem, has_dot_segments, header, is_cors_preflight, same_origin,
+    BodyError, Origin, MAX_OWN_BODY,
 };
 
 pub struct Gateway {
@@ -105,6 +105,13 @@ impl ProxyHttp for Gateway {
             session.req_header(),
         );
 
+        if let Some(problem) = framing_problem(session.req_header()) {
+            ctx.outcome = Outcome::BadRequest;
+            session.set_keepalive(None);
+            let message = app.texts(session.req_header()).not_understood;
+            send(Reply::json_error(400, problem, message), session).await?;
+            return Ok(true);
+        }
         let path = session.req_header().uri.path().to_string();
         if has_dot_segments(&path) {
             ctx.outcome = Outcome::BadRequest;

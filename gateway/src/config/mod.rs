@@ -246,11 +246,20 @@ impl Config {
     }
 
     /// Whether `path` is served without a session.
+    ///
+    /// Matching is on segment boundaries: a prefix ending in `/` covers that subtree; one
+    /// naming a file (a `.` in its last segment, like `/favicon.ico`) covers exactly that
+    /// path; any other (`/api/v1/health`) covers that path and the subtree below it. None
+    /// covers `/favicon.icoadmin` or `/favicon.ico/admin`.
     pub fn is_public(&self, path: &str) -> bool {
-        self.access
-            .public
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
+        self.access.public.iter().any(|p| {
+            if p.ends_with('/') {
+                return path.starts_with(p.as_str());
+            }
+            let names_a_file = p.rsplit('/').next().is_some_and(|last| last.contains('.'));
+            path.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || (!names_a_file && rest.starts_with('/')))
+        })
     }
 }
 

@@ -335,3 +335,30 @@ fn secrets_with_too_little_variety_are_refused() {
         );
     }
 }
+
+#[test]
+fn public_prefixes_stop_at_segment_boundaries() {
+    let text = MINIMAL.to_string()
+        + "[access]\npublic = [\"/static/\", \"/favicon.ico\", \"/api/v1/health\"]\n";
+    let c = parse(&text).expect("valid");
+    for public in [
+        "/static/app.css",
+        "/static/",
+        "/favicon.ico",
+        "/api/v1/health",
+        "/api/v1/health/basic",
+    ] {
+        assert!(c.is_public(public), "{public}");
+    }
+    for protected in [
+        "/favicon.icoadmin",
+        "/favicon.ico/admin",
+        "/staticx",
+        "/static",
+        "/api/v1/healthz",
+        "/api/v1/health-admin",
+        "/",
+    ] {
+        assert!(!c.is_public(protected), "{protected}");
+    }
+}

@@ -89,6 +89,26 @@ pub fn path_and_query(req: &RequestHeader) -> &str {
     req.uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
+/// Why a request's framing is refused (400) before anything else looks at it, if it is.
+///
+/// - An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+/// - More than one `Content-Length`, or a list (`5, 5`), or anything but digits: app servers
+///   disagree on what those mean, and a disagreement between the gateway and the app about
+///   where a body ends desynchronises the pooled upstream connection (request smuggling).
+pub fn framing_problem(req: &RequestHeader) -> Option<&'static str> {
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+        return Some("missing_host");
+    }
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let digits = !first.is_empty() && first.as_bytes().iter().all(u8::is_ascii_digit);
+        if !digits || lengths.next().is_some() {
+            return Some("bad_content_length");
+        }
+    }
+    None
+}
+
 /// Whether a path contains `.` or `..` segments, literally or percent-encoded (`%2e`), also
 /// behind `\\` or `;` tricks. Browsers resolve these before sending; a request that still has
 /// them is trying to make the gateway's path checks and the app's routing disagree (e.g.
@@ -446,5 +466,44 @@ mod tests {
         assert_eq!(query_param(&r, "scope").as_deref(), Some("all"));
         assert_eq!(query_param(&r, "next").as_deref(), Some("/x?y"));
         assert_eq!(query_param(&r, "nope"), None);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let with = |headers: &[(&str, &str)]| {
+            let mut r = RequestHeader::build("POST", b"/x", None).unwrap();
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).unwrap();
+            }
+            framing_problem(&r)
+        };
+        assert_eq!(with(&[("host", "gw")]), None);
+        assert_eq!(with(&[("host", "gw"), ("content-length", "5")]), None);
+        assert_eq!(with(&[]), Some("missing_host"));
+        for bad in [
+            vec![("host", "gw"), ("content-length", "5, 5")],
+            vec![
+                ("host", "gw"),
+                ("content-length", "5"),
+                ("content-length", "5"),
+            ],
+            vec![
+                ("host", "gw"),
+                ("content-length", "5"),
+                ("content-length", "6"),
+            ],
+            vec![("host", "gw"), ("content-length", "+5")],
+            vec![("host", "gw"), ("content-length", "")],
+            vec![("host", "gw"), ("content-length", "0x10")],
+        ] {
+            assert_eq!(with(&bad), Some("bad_content_length"), "{bad:?}");
+        }
+        let mut old = RequestHeader::build("GET", b"/x", None).unwrap();
+        old.set_version(http::Version::HTTP_10);
+        assert_eq!(
+            framing_problem(&old),
+            None,
+            "HTTP/1.0 has no Host requirement"
+        );
     }
 }
