@@ -145,9 +145,11 @@ pub(super) fn read_upstream(s: &Section) -> UpstreamSettings {
         Some(list) => list
             .into_iter()
             .filter(|v| {
-                let ok = v
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                // HOST:PORT, no scheme, and a port the gateway can connect to.
+                let ok = !v.contains("://")
+                    && v.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+                    });
                 if !ok {
                     s.problem(
                         "servers",
@@ -207,11 +209,17 @@ pub(super) fn read_upstream(s: &Section) -> UpstreamSettings {
 pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
     let url = s
         .parse_with("url", |v| {
-            if v.starts_with("redis://") || v.starts_with("rediss://") || v.starts_with("unix://") {
-                Ok(v.to_string())
-            } else {
-                Err("must start with redis://, rediss:// or unix://".to_string())
+            if !(v.starts_with("redis://")
+                || v.starts_with("rediss://")
+                || v.starts_with("unix://"))
+            {
+                return Err("must start with redis://, rediss:// or unix://".to_string());
             }
+            // The same parse `run` does, so check-config cannot pass what run refuses (a port
+            // past 65535, an unclosed `[::1`, a database that is not a number).
+            redis::IntoConnectionInfo::into_connection_info(v)
+                .map(|_| v.to_string())
+                .map_err(|e| format!("`{v}` is not a usable Redis URL: {e}"))
         })
         .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_string());
     let password = ctx.secret(s, "password", false);
@@ -568,7 +576,16 @@ pub(super) fn read_audit(s: &Section, ctx: &Ctx) -> AuditSettings {
         .unwrap_or(AuditSink::Stdout);
     let file = s.get::<String>("file").map(|p| ctx.resolve(&p));
     let sink = match (sink, file) {
-        (AuditSink::File(_), Some(path)) => AuditSink::File(path),
+        (AuditSink::File(_), Some(path)) => {
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if folder.is_some_and(|f| !f.is_dir()) {
+                s.problem(
+                    "file",
+                    format!("`{}`: its folder does not exist", path.display()),
+                );
+            }
+            AuditSink::File(path)
+        }
         (AuditSink::File(_), None) => {
             s.problem("file", "is required when sink = \"file\"");
             AuditSink::Stdout

@@ -362,3 +362,38 @@ fn public_prefixes_stop_at_segment_boundaries() {
         assert!(!c.is_public(protected), "{protected}");
     }
 }
+
+/// What `run` would refuse, check-config refuses too, each at its line.
+#[test]
+fn check_config_refuses_what_run_would() {
+    for (section, key) in [
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:99999/0\"",
+            "[redis] url",
+        ),
+        ("[redis]\nurl = \"redis://[::1\"", "[redis] url"),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:6379/notanumber\"",
+            "[redis] url",
+        ),
+        (
+            "[audit]\nsink = \"file\"\nfile = \"/no/such/folder/audit.log\"",
+            "[audit] file",
+        ),
+    ] {
+        let text = format!("{MINIMAL}{section}\n");
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{section}: {problems:?}");
+        assert_eq!(problems[0].1, key, "{problems:?}");
+        // On the line of the value at fault: the last line of `text`.
+        assert_eq!(problems[0].0, Some(text.lines().count()), "{problems:?}");
+    }
+    for server in ["http://127.0.0.1:5001", "127.0.0.1:0"] {
+        let text = MINIMAL.replace("127.0.0.1:5001", server);
+        let problems = problems_of(&text);
+        assert_eq!(
+            problems[0].1, "[upstream] servers",
+            "{server}: {problems:?}"
+        );
+    }
+}
