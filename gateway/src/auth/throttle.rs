@@ -32,6 +32,8 @@ pub trait FailureCounters: Send + Sync {
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
     /// Takes one back from `key`, if it is still counting (never below zero, never creates it).
     async fn decrement(&self, key: &str) -> Result<(), StoreError>;
+    /// How long until `key`'s window ends, if it is counting.
+    async fn time_left(&self, key: &str) -> Result<Option<Duration>, StoreError>;
 }
 
 /// `DECR` only while the key exists: a counter whose window just ended must not come back as
@@ -81,6 +83,14 @@ impl FailureCounters for RedisCounters {
     async fn clear(&self, key: &str) -> Result<(), StoreError> {
         let _: i64 = self.redis.query(redis::cmd("DEL").arg(key).clone()).await?;
         Ok(())
+    }
+
+    async fn time_left(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let ms: i64 = self
+            .redis
+            .query(redis::cmd("PTTL").arg(key).clone())
+            .await?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
 
     async fn decrement(&self, key: &str) -> Result<(), StoreError> {
@@ -170,6 +180,14 @@ impl FailureCounters for MemoryCounters {
         Ok(())
     }
 
+    async fn time_left(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let now = self.clock.now_ms();
+        Ok(self
+            .live_counts()?
+            .get(key)
+            .map(|(_, ends)| Duration::from_millis(ends.saturating_sub(now))))
+    }
+
     async fn decrement(&self, key: &str) -> Result<(), StoreError> {
         self.writable()?;
         if let Some((n, _)) = self.live_counts()?.get_mut(key) {
@@ -218,7 +236,8 @@ impl LoginThrottle {
             .collect()
     }
 
-    /// `Some(wait)` if this attempt must be refused without checking the password.
+    /// `Some(wait)` if this attempt must be refused without checking the password: how long
+    /// until the counter that refuses it stops counting.
     pub async fn refusal(
         &self,
         username: &str,
@@ -230,11 +249,19 @@ impl LoginThrottle {
         }
         let keys: Vec<String> = counters.iter().map(|(k, _)| k.clone()).collect();
         let counts = self.counters.counts(&keys).await?;
-        let exceeded = counts
-            .iter()
-            .zip(&counters)
-            .any(|(count, (_, limit))| count >= limit);
-        Ok(exceeded.then_some(self.settings.window))
+        let mut wait = None;
+        for (count, (key, limit)) in counts.iter().zip(&counters) {
+            if count >= limit {
+                // Refused until the last window that refuses it ends.
+                let left = self
+                    .counters
+                    .time_left(key)
+                    .await?
+                    .unwrap_or(self.settings.window);
+                wait = Some(wait.map_or(left, |w: Duration| w.max(left)));
+            }
+        }
+        Ok(wait)
     }
 
     /// Counts this attempt as a failure *before* its password is checked. If it cannot be

@@ -188,7 +188,8 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
                     .username(&username)
                     .reason("too_many_failures"),
             );
-            let minutes = wait.as_secs().div_ceil(60);
+            let seconds = (wait.as_millis() as u64).div_ceil(1000);
+            let minutes = seconds.div_ceil(60);
             let message = Texts::with_number(texts.too_many_attempts, minutes);
             let reply = refuse(
                 app,
@@ -199,7 +200,7 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
                 &message,
                 (&next, &username),
             );
-            return Ok(reply.header("retry-after", wait.as_secs().to_string()));
+            return Ok(reply.header("retry-after", seconds.to_string()));
         }
         Err(e) => return Err(Refusal::Store(e)),
     }
@@ -577,7 +578,21 @@ mod tests {
         assert_eq!(reply.status, 429, "even the right password waits");
         assert_eq!(reply.header_value("retry-after"), Some("600"));
         assert_eq!(reply.body_json()["error"], "too_many_attempts");
-        t.advance(std::time::Duration::from_secs(601));
+        // Retry-After is the time left in the window, not the whole window.
+        t.advance(std::time::Duration::from_secs(240));
+        let reply = t
+            .serve(Req::post_json(
+                "/login",
+                json!({"username": "bob", "password": "bob-pw"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.header_value("retry-after"), Some("360"));
+        assert!(reply.body_json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("6 minute"));
+        t.advance(std::time::Duration::from_secs(361));
         t.login("bob").await;
     }
 
