@@ -146,14 +146,18 @@ impl TestApp {
             .collect()
     }
 
+    /// A JSON login attempt at the login path.
+    pub async fn post_login(&self, user: &str, password: &str) -> Reply {
+        self.serve(Req::post_json(
+            "/login",
+            serde_json::json!({"username": user, "password": password}),
+        ))
+        .await
+    }
+
     /// Logs `user` in with JSON; the session cookie's value.
     pub async fn login(&self, user: &str) -> String {
-        let reply = self
-            .serve(Req::post_json(
-                "/login",
-                serde_json::json!({"username": user, "password": format!("{user}-pw")}),
-            ))
-            .await;
+        let reply = self.post_login(user, &format!("{user}-pw")).await;
         assert_eq!(reply.status, 200, "login as {user}: {}", reply.text());
         reply
             .cookie(&self.app.config.session.cookie_name)

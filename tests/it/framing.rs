@@ -3,28 +3,7 @@
 //! against the pooled upstream connection), an HTTP/1.1 request without `Host`; and public
 //! prefixes match on segment boundaries only.
 
-use std::io::{Read, Write};
-use std::time::Duration;
-
 use crate::support::*;
-
-/// Sends `head` (request line and headers, without the blank line) and `body` verbatim.
-fn raw(addr: &str, head: &str, body: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(stream, "{head}\r\nConnection: close\r\n\r\n{body}").unwrap();
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in response: {text:?}"));
-    (status, text)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ambiguous_content_lengths_are_refused_and_never_forwarded() {
@@ -42,7 +21,7 @@ async fn ambiguous_content_lengths_are_refused_and_never_forwarded() {
             "POST /app/upload HTTP/1.1\r\nHost: {addr}\r\nCookie: {COOKIE_NAME}={cookie}\r\n{lengths}"
         );
         // pingora refuses some of these itself (an empty 400), the gateway the rest.
-        let (status, text) = raw(&addr, &head, "hello");
+        let (status, text) = raw_request(&addr, &head, "hello");
         assert_eq!(status, 400, "{lengths:?}: {text}");
         if lengths.contains("5, 5") || lengths.ends_with("Content-Length: 5") {
             // The two the review found forwarded: now refused by the gateway.
@@ -58,13 +37,13 @@ async fn ambiguous_content_lengths_are_refused_and_never_forwarded() {
     let head = format!(
         "POST /app/upload HTTP/1.1\r\nHost: {addr}\r\nCookie: {COOKIE_NAME}={cookie}\r\nContent-Length: 5"
     );
-    assert_eq!(raw(&addr, &head, "hello").0, 200);
+    assert_eq!(raw_request(&addr, &head, "hello").0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http11_request_without_host_is_refused() {
     let s = Stack::start().await;
-    let (status, text) = raw(&s.gw.host(), "GET /static/app.css HTTP/1.1", "");
+    let (status, text) = raw_request(&s.gw.host(), "GET /static/app.css HTTP/1.1", "");
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("missing_host"), "{text}");
     assert_eq!(s.upstream.request_count(), 0);

@@ -1,9 +1,6 @@
 //! Access control in front of the application: who gets proxied, what the
 //! application sees, and what unauthenticated clients get instead.
 
-use std::io::{Read, Write};
-use std::time::Duration;
-
 use crate::support::*;
 
 const SPOOFED: &[(&str, &str)] = &[
@@ -293,23 +290,8 @@ async fn paths_that_merely_resemble_public_prefixes_need_a_session() {
 /// Sends a request line verbatim (reqwest would normalise the path) and returns
 /// (status, body).
 fn raw_get(addr: &str, target: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in response: {text:?}"));
+    let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json");
+    let (status, text) = raw_request(addr, &head, "");
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

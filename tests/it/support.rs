@@ -1401,3 +1401,24 @@ where
         }
     }
 }
+
+/// Sends `head` (request line and headers, without the blank line), `Connection: close` and
+/// `body` verbatim over a plain socket (reqwest would normalise them); returns the status and
+/// the whole response text.
+pub fn raw_request(addr: &str, head: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    write!(stream, "{head}\r\nConnection: close\r\n\r\n{body}").expect("send");
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in response: {text:?}"));
+    (status, text)
+}

@@ -410,12 +410,7 @@ mod tests {
     #[tokio::test]
     async fn a_json_login_answers_the_user() {
         let t = TestApp::new();
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "alice", "password": "alice-pw"}),
-            ))
-            .await;
+        let reply = t.post_login("alice", "alice-pw").await;
         assert_eq!(reply.status, 200);
         assert_eq!(
             reply.body_json(),
@@ -435,12 +430,7 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_password_is_401_and_counted() {
         let t = TestApp::new();
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "alice", "password": "nope"}),
-            ))
-            .await;
+        let reply = t.post_login("alice", "nope").await;
         assert_eq!(reply.status, 401);
         assert_eq!(reply.body_json()["error"], "invalid_credentials");
         assert!(reply.cookie("gateway_session").is_none());
@@ -457,12 +447,7 @@ mod tests {
         let t = TestApp::new();
         let mut answers = Vec::new();
         for (user, password) in [("alice", "nope"), ("nobody", "x"), ("carol", "carol-pw")] {
-            let reply = t
-                .serve(Req::post_json(
-                    "/login",
-                    json!({"username": user, "password": password}),
-                ))
-                .await;
+            let reply = t.post_login(user, password).await;
             answers.push((reply.status, reply.text()));
         }
         assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
@@ -561,31 +546,16 @@ mod tests {
             ..Settings::default()
         });
         for _ in 0..3 {
-            let r = t
-                .serve(Req::post_json(
-                    "/login",
-                    json!({"username": "bob", "password": "x"}),
-                ))
-                .await;
+            let r = t.post_login("bob", "x").await;
             assert_eq!(r.status, 401);
         }
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "bob", "password": "bob-pw"}),
-            ))
-            .await;
+        let reply = t.post_login("bob", "bob-pw").await;
         assert_eq!(reply.status, 429, "even the right password waits");
         assert_eq!(reply.header_value("retry-after"), Some("600"));
         assert_eq!(reply.body_json()["error"], "too_many_attempts");
         // Retry-After is the time left in the window, not the whole window.
         t.advance(std::time::Duration::from_secs(240));
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "bob", "password": "bob-pw"}),
-            ))
-            .await;
+        let reply = t.post_login("bob", "bob-pw").await;
         assert_eq!(reply.status, 429);
         assert_eq!(reply.header_value("retry-after"), Some("360"));
         assert!(reply.body_json()["message"]
@@ -600,12 +570,7 @@ mod tests {
     async fn a_throttle_that_cannot_be_read_is_503_not_a_password_check() {
         let t = TestApp::new();
         t.counters.set_down(true);
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "bob", "password": "bob-pw"}),
-            ))
-            .await;
+        let reply = t.post_login("bob", "bob-pw").await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.header_value("retry-after"), Some("1"));
         assert_eq!(t.sessions.stored(), 0);
@@ -615,12 +580,7 @@ mod tests {
     async fn a_store_outage_at_login_is_503() {
         let t = TestApp::new();
         t.sessions.set_down(true);
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "bob", "password": "bob-pw"}),
-            ))
-            .await;
+        let reply = t.post_login("bob", "bob-pw").await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.body_json()["error"], "session_store_unavailable");
     }
@@ -652,12 +612,7 @@ mod tests {
             ..Settings::default()
         });
         t.login("alice").await;
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "alice", "password": "alice-pw"}),
-            ))
-            .await;
+        let reply = t.post_login("alice", "alice-pw").await;
         assert_eq!(reply.status, 409);
         assert_eq!(reply.body_json()["error"], "session_limit");
         // Another user is not affected.
@@ -714,12 +669,7 @@ mod tests {
             )
             .await;
         assert_eq!(reply.status, 415);
-        let reply = t
-            .serve(Req::post_json(
-                "/login",
-                json!({"username": "", "password": ""}),
-            ))
-            .await;
+        let reply = t.post_login("", "").await;
         assert_eq!(reply.status, 401);
     }
 
@@ -733,12 +683,7 @@ mod tests {
         t.counters.set_read_only(true);
         let mut answers = Vec::new();
         for password in ["wrong"; 12].into_iter().chain(["bob-pw"]) {
-            let reply = t
-                .serve(Req::post_json(
-                    "/login",
-                    json!({"username": "bob", "password": password}),
-                ))
-                .await;
+            let reply = t.post_login("bob", password).await;
             answers.push((reply.status, reply.body_json()["error"].clone()));
         }
         // Never a 401 (an uncounted guess), never a 200: the right password looks the same.
