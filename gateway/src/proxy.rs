@@ -1,11 +1,13 @@
 //! The request pipeline, top to bottom. Every request on the public listener goes through
 //! [`Gateway`] in this order:
 //!
-//! 1. `request_filter`: paths with dot segments are refused (400), so no path check can be
-//!    fooled by `/static/../admin`. The gateway's own endpoints (login, logout, sessions,
-//!    health) are answered here. Public paths go straight on. Everything else needs a live session: the
-//!    cookie's signature is checked (no Redis for forgeries), then Redis is asked once. No
-//!    session → 302 to login (page navigations) or 401; Redis down → 503 with `Retry-After`.
+//! 1. `request_filter`: ambiguous framing (no `Host` in HTTP/1.1, a list-valued or repeated
+//!    `Content-Length`) and paths with dot segments are refused (400), so neither the app nor
+//!    a path check can be fooled (`/static/../admin`). The gateway's own endpoints (login,
+//!    logout, sessions, health) are answered here, through `routes`. Public paths go straight
+//!    on. Everything else needs a live session: the cookie's signature is checked (no Redis for
+//!    forgeries), then the validation cache or, on a miss, Redis (one `GET`). No session → 302
+//!    to login (page navigations) or 401; Redis down → 503 with `Retry-After`.
 //!    CORS preflights go on like public paths: browsers never send credentials with them.
 //!    A same-origin POST to one of the app's own logout paths goes on to the app, marked so
 //!    that the gateway session ends once the app has accepted the logout.
