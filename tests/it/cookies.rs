@@ -40,10 +40,39 @@ async fn session_cookie_is_secure_when_configured() {
     let s = Stack::start_with(|c| c.cookie_secure(true)).await;
     let resp = login_json_response(&s.gw, "alice", "alice-password", None).await;
     assert_eq!(resp.status(), 200);
-    let header = set_cookie_header(&resp, COOKIE_NAME).expect("session Set-Cookie");
+    // Secure cookies carry the `__Host-` prefix, so a sibling subdomain cannot plant one.
+    let name = format!("__Host-{COOKIE_NAME}");
+    let header = set_cookie_header(&resp, &name).expect("session Set-Cookie");
     let attrs = cookie_attributes(&header);
     assert!(has_attr(&attrs, "secure"), "{header}");
     assert!(has_attr(&attrs, "httponly"), "{header}");
+    assert_eq!(attr(&attrs, "path"), Some("/"), "{header}");
+    assert!(!has_attr(&attrs, "domain"), "{header}");
+    let value = cookie_from(&resp, &name).expect("cookie value");
+    let seen = client()
+        .get(s.gw.url("/reports"))
+        .header("cookie", format!("{name}={value}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), 200);
+    // The unprefixed name is not the session cookie any more.
+    let unprefixed = get_with_cookie(&s.gw, "/reports", &value).await;
+    assert_eq!(unprefixed.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_prefix_can_be_switched_off() {
+    let s = Stack::start_with(|c| {
+        c.cookie_secure(true).replace(
+            "cookie_secure = true",
+            "cookie_secure = true\nhost_prefix = false",
+        )
+    })
+    .await;
+    let resp = login_json_response(&s.gw, "alice", "alice-password", None).await;
+    let header = set_cookie_header(&resp, COOKIE_NAME).expect("plain session Set-Cookie");
+    assert!(has_attr(&cookie_attributes(&header), "secure"), "{header}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

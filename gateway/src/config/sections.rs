@@ -261,6 +261,9 @@ fn cookie_name(name: &str) -> Result<&str, String> {
     }
 }
 
+/// The cookie-name prefix browsers tie to Secure, Path=/ and no Domain.
+const HOST_PREFIX: &str = "__Host-";
+
 /// Flask's default session cookie name: an app behind the gateway most likely already uses it.
 const FLASK_DEFAULT_COOKIE: &str = "session";
 
@@ -321,13 +324,22 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
             )),
         })
         .unwrap_or(LimitPolicy::EvictOldest);
+    let cookie_secure = s.get_or("cookie_secure", true);
+    // `__Host-`: browsers take such a cookie only if it is Secure, has Path=/ and no Domain,
+    // so a sibling subdomain cannot plant one beside ours (cookie tossing).
+    let host_prefix = s.get_or("host_prefix", true);
+    let cookie_name = if cookie_secure && host_prefix && !cookie_name.starts_with(HOST_PREFIX) {
+        format!("{HOST_PREFIX}{cookie_name}")
+    } else {
+        cookie_name
+    };
     let settings = SessionSettings {
         cookie_name,
         secret: secret.unwrap_or_else(|| Secret::new(Vec::new())),
         idle_timeout,
         absolute_timeout,
         touch_interval,
-        cookie_secure: s.get_or("cookie_secure", true),
+        cookie_secure,
         cache: s.get_or("cache", true),
         cache_entries: s.integer_in("cache_entries", 1..=10_000_000, 100_000),
         max_per_user,
@@ -342,6 +354,7 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
         "absolute_timeout",
         "touch_interval",
         "cookie_secure",
+        "host_prefix",
         "cache",
         "cache_entries",
         "max_per_user",

@@ -131,7 +131,7 @@ fn problems_of(text: &str) -> Vec<(Option<usize>, String, String)> {
 #[test]
 fn drop_in_defaults_keep_the_apps_cookies_apart() {
     let c = parse(MINIMAL).expect("valid");
-    assert_eq!(c.session.cookie_name, "gateway_session");
+    assert_eq!(c.session.cookie_name, "__Host-gateway_session");
     assert_eq!(c.upstream.strip_cookies, ["remember_token"]);
     assert_eq!(c.upstream.app_session_cookie, None);
     assert_eq!(c.login.api_path, None);
@@ -396,4 +396,19 @@ fn check_config_refuses_what_run_would() {
             "{server}: {problems:?}"
         );
     }
+}
+
+#[test]
+fn secure_cookies_get_the_host_prefix_unless_switched_off() {
+    let named = |lines: &str| {
+        let text = MINIMAL.replace("[session]", &format!("[session]\n{lines}"));
+        parse(&text).expect("valid").session.cookie_name
+    };
+    assert_eq!(named(""), "__Host-gateway_session");
+    assert_eq!(named("cookie_name = \"gw\""), "__Host-gw");
+    assert_eq!(named("cookie_name = \"__Host-gw\""), "__Host-gw");
+    assert_eq!(named("cookie_secure = false"), "gateway_session");
+    assert_eq!(named("host_prefix = false"), "gateway_session");
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.session.nonce_cookie_name(), "__Host-gateway_session_csrf");
 }
