@@ -164,6 +164,16 @@ impl TestApp {
             .unwrap_or_else(|| panic!("login as {user} set no cookie"))
     }
 
+    /// The anti-forgery token on the gateway page at `path`, as the browser holding `cookie`
+    /// sees it.
+    pub async fn form_token(&self, path: &str, cookie: &str) -> String {
+        let page = self
+            .serve(Req::page(path).cookie(&self.cookie(cookie)))
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        page.form_field("csrf_token").expect("a token on the page")
+    }
+
     /// `name=value` for the session cookie.
     pub fn cookie(&self, value: &str) -> String {
         format!("{}={value}", self.app.config.session.cookie_name)
@@ -206,6 +216,13 @@ pub async fn settle() {
     for _ in 0..16 {
         tokio::task::yield_now().await;
     }
+}
+
+/// `value` with the character at `at` changed: a damaged or forged cookie.
+pub fn tampered(value: &str, at: usize) -> String {
+    let mut bytes = value.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).expect("cookie values are ASCII")
 }
 
 /// A request under construction.

@@ -112,11 +112,7 @@ mod tests {
 
     /// The token on the confirmation page the user sees for this session.
     async fn page_token(t: &TestApp, cookie: &str) -> String {
-        let page = t
-            .serve(Req::page("/logout").cookie(&t.cookie(cookie)))
-            .await;
-        assert_eq!(page.status, 200, "{}", page.text());
-        page.form_field("csrf_token").expect("a token on the page")
+        t.form_token("/logout", cookie).await
     }
 
     async fn post_logout(

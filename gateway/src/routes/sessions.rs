@@ -104,11 +104,7 @@ mod tests {
 
     /// The token on the user's own sessions page.
     async fn page_token(t: &TestApp, cookie: &str) -> String {
-        let page = t
-            .serve(Req::page("/_gateway/sessions").cookie(&t.cookie(cookie)))
-            .await;
-        assert_eq!(page.status, 200, "{}", page.text());
-        page.form_field("csrf_token").expect("a token on the page")
+        t.form_token("/_gateway/sessions", cookie).await
     }
 
     async fn end(t: &TestApp, cookie: &str, fields: &[(&str, &str)]) -> Reply {
@@ -198,9 +194,7 @@ mod tests {
         let ended = t.login("alice").await;
         t.serve(Req::post_json("/logout", json!({})).cookie(&t.cookie(&ended)))
             .await;
-        let mut forged = t.login("bob").await.into_bytes();
-        forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
-        let forged = String::from_utf8(forged).unwrap();
+        let forged = tampered(&t.login("bob").await, 10);
         for cookie in [ended, forged] {
             let reply = t.serve(list_json(&t, &cookie)).await;
             assert_eq!(reply.status, 401, "{cookie}");

@@ -118,12 +118,6 @@ mod tests {
         live.expect("stored").record.last_seen_ms
     }
 
-    fn flip(value: &str, at: usize) -> String {
-        let mut bytes = value.as_bytes().to_vec();
-        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
-        String::from_utf8(bytes).unwrap()
-    }
-
     #[tokio::test]
     async fn no_cookie_presents_nothing() {
         let t = TestApp::new();
@@ -160,7 +154,7 @@ mod tests {
         let t = TestApp::new();
         let alice = t.login("alice").await;
         for at in [0, 42, alice.len() - 1] {
-            let req = Req::get("/").cookie(&t.cookie(&flip(&alice, at)));
+            let req = Req::get("/").cookie(&t.cookie(&tampered(&alice, at)));
             assert!(
                 matches!(present(&t, req).await, Ok(Presented::Forged)),
                 "{at}"
