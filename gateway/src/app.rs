@@ -25,6 +25,9 @@ use crate::session::cache::ValidationCache;
 use crate::session::{Keys, SessionGate, SessionStore};
 use crate::web::cookies::CookiePolicy;
 
+/// How many of [`App::hidden_cookies`] are the gateway's own: the session and the login nonce.
+pub const OWN_COOKIES: usize = 2;
+
 pub struct App {
     pub config: Config,
     pub clock: Arc<dyn Clock>,
@@ -40,10 +43,9 @@ pub struct App {
     pub login_template: String,
     /// Signs identity assertions for the app, when `[identity]` is configured.
     pub signer: Option<AssertionSigner>,
-    /// The gateway's own cookie names: never passed upstream, and never set by the app.
-    pub own_cookies: Vec<String>,
-    /// Every cookie taken out of requests before the app sees them: the gateway's own, then
-    /// the operator's `[upstream] strip_cookies`.
+    /// Every cookie taken out of requests before the app sees them: the gateway's own
+    /// ([`OWN_COOKIES`] of them: the session and the login nonce, see [`App::own_cookies`]),
+    /// then the operator's `[upstream] strip_cookies`.
     pub hidden_cookies: Vec<String>,
     /// Set when shutdown begins, so health checks steer the load balancer away first.
     pub draining: AtomicBool,
@@ -122,10 +124,13 @@ impl App {
             store = store.with_cache(Arc::new(cache));
         }
         let store = Arc::new(store);
-        let own_cookies = vec![
+        let hidden_cookies = [
             config.session.cookie_name.clone(),
             config.session.nonce_cookie_name(),
-        ];
+        ]
+        .into_iter()
+        .chain(config.upstream.strip_cookies.iter().cloned())
+        .collect();
         Ok(Arc::new(App {
             clock: parts.clock,
             keys: Keys::derive(&config.session.secret),
@@ -145,13 +150,14 @@ impl App {
                 .signing_secret
                 .clone()
                 .map(AssertionSigner::new),
-            own_cookies: own_cookies.clone(),
-            hidden_cookies: own_cookies
-                .into_iter()
-                .chain(config.upstream.strip_cookies.iter().cloned())
-                .collect(),
+            hidden_cookies,
             config,
         }))
+    }
+
+    /// The gateway's own cookie names: never passed upstream, and never set by the app.
+    pub fn own_cookies(&self) -> &[String] {
+        &self.hidden_cookies[..OWN_COOKIES]
     }
 
     /// The words for the request's language (`[login] language`, or its Accept-Language).

@@ -19,8 +19,7 @@
 //! 5. `response_filter`: the app may not set the gateway's cookies (an app whose session
 //!    cookie shared the name would sign the user out); legacy cookies the browser sent are
 //!    cleared; a logout the app accepted (2xx/3xx) ends the gateway session and expires its
-//!    cookie. While draining (after
-//!    SIGTERM), responses close their connection.
+//!    cookie. While draining (after SIGTERM), responses close their connection.
 //! 6. `fail_to_proxy`: any error becomes a status and a small page (HTML or JSON).
 //! 7. `logging`: one metric per request by outcome.
 
@@ -35,12 +34,11 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::app::App;
+use crate::app::{App, OWN_COOKIES};
 use crate::errors::http_status;
 use crate::metrics::Outcome;
 use crate::routes::{self, route_for, RequestView};
-use crate::session::LiveSession;
-use crate::session::Presented;
+use crate::session::{LiveSession, Presented};
 use crate::web::cookies;
 use crate::web::forward::{set_forwarded, set_identity, strip_identity_headers};
 use crate::web::reply::Reply;
@@ -279,17 +277,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let app = &self.app;
-        if let Some(kept) = cookies::set_cookies_without(&response.headers, &app.own_cookies) {
+        if let Some(kept) = cookies::set_cookies_without(&response.headers, app.own_cookies()) {
             log::warn!("the app tried to set the gateway's own cookie; dropped");
             response.remove_header("set-cookie");
             for value in kept {
                 response.append_header("set-cookie", value)?;
             }
         }
-        let own = app.own_cookies.len();
-        let legacy_sent = ctx.hidden_cookies_sent >> own;
+        let legacy_sent = ctx.hidden_cookies_sent >> OWN_COOKIES;
         if legacy_sent != 0 {
-            for (i, name) in app.hidden_cookies[own..].iter().enumerate() {
+            for (i, name) in app.hidden_cookies[OWN_COOKIES..].iter().enumerate() {
                 if legacy_sent & (1 << i) != 0 {
                     response.append_header("set-cookie", app.cookies.expired(name))?;
                 }

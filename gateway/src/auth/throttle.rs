@@ -224,15 +224,18 @@ impl LoginThrottle {
         Some((format!("{}fail:user:{name}", self.prefix), limit))
     }
 
+    /// The client address's counter and its limit, unless that limit is off or there is no
+    /// address.
+    fn ip_counter(&self, ip: Option<IpAddr>) -> Option<(String, u32)> {
+        let limit = self.settings.max_failures_per_ip?;
+        Some((format!("{}fail:ip:{}", self.prefix, ip?), limit))
+    }
+
     /// The counters that apply to an attempt, each with its limit.
     fn counters_for(&self, username: &str, ip: Option<IpAddr>) -> Vec<(String, u32)> {
-        let by_ip = match (self.settings.max_failures_per_ip, ip) {
-            (Some(limit), Some(ip)) => Some((format!("{}fail:ip:{ip}", self.prefix), limit)),
-            _ => None,
-        };
         self.user_counter(username)
             .into_iter()
-            .chain(by_ip)
+            .chain(self.ip_counter(ip))
             .collect()
     }
 
@@ -292,10 +295,8 @@ impl LoginThrottle {
         if let Some((key, _)) = self.user_counter(username) {
             self.counters.clear(&key).await?;
         }
-        if let (Some(_), Some(ip)) = (self.settings.max_failures_per_ip, ip) {
-            self.counters
-                .decrement(&format!("{}fail:ip:{ip}", self.prefix))
-                .await?;
+        if let Some((key, _)) = self.ip_counter(ip) {
+            self.counters.decrement(&key).await?;
         }
         Ok(())
     }

@@ -111,20 +111,18 @@ impl SessionStore {
         self.backend.ping().await
     }
 
-    /// Time to live for a record last seen at `now`: the idle timeout, cut at the absolute deadline.
-    fn ttl_ms(&self, record: &SessionRecord, now: u64) -> u64 {
-        let idle = self.idle.as_millis() as u64;
-        let left = record
-            .absolute_deadline_ms(self.absolute)
-            .saturating_sub(now);
-        idle.min(left).max(1)
+    /// Time to live for a record just written (last seen now): until it stops being usable.
+    fn ttl_ms(&self, record: &SessionRecord) -> u64 {
+        self.usable_until_ms(record)
+            .saturating_sub(record.last_seen_ms)
+            .max(1)
     }
 
     /// Stores a brand-new session for the user in `record`.
     pub async fn create(&self, record: &SessionRecord) -> Result<CreateOutcome, StoreError> {
         let id = SessionId::generate().map_err(|e| StoreError::Internal(e.to_string()))?;
         let handle = id.handle();
-        let ttl = self.ttl_ms(record, record.created_at_ms);
+        let ttl = self.ttl_ms(record);
         let absolute = self.absolute.as_millis() as u64;
         match self
             .backend
@@ -206,7 +204,7 @@ impl SessionStore {
     pub async fn touch(&self, session: &LiveSession, now: u64) -> Result<(), StoreError> {
         let mut record = session.record.clone();
         record.last_seen_ms = now;
-        let ttl = self.ttl_ms(&record, now);
+        let ttl = self.ttl_ms(&record);
         self.backend.replace(&session.handle, &record, ttl).await?;
         if let Some(cache) = &self.cache {
             cache.invalidate([&session.handle]);
