@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::App;
+use crate::audit::{Trail, TrailReader};
 use crate::auth::password;
 use crate::config::{AuditSink, Config};
 use crate::env::{Environment, SystemEnvironment};
@@ -100,7 +101,17 @@ enum AuditCommand {
         /// Keep printing new events as they arrive
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Which stream: the security events, the (aggregated) failed attempts, or both merged
+        #[arg(long, value_enum, default_value_t = TrailChoice::All)]
+        trail: TrailChoice,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TrailChoice {
+    All,
+    Security,
+    Attempts,
 }
 
 pub fn main() -> ExitCode {
@@ -284,56 +295,32 @@ fn audit(action: AuditCommand, env: &dyn Environment) -> ExitCode {
         config,
         count,
         follow,
+        trail,
     } = action;
     let app = match tool_app(&config.config, env) {
         Ok(app) => app,
         Err(code) => return code,
     };
-    let stream = format!("{}audit", app.config.redis.key_prefix);
+    let trails: &[Trail] = match trail {
+        TrailChoice::All => &Trail::ALL,
+        TrailChoice::Security => &[Trail::Security],
+        TrailChoice::Attempts => &[Trail::Attempts],
+    };
     let outcome = block_on(async {
-        let redis = &app.redis;
-        let latest: redis::streams::StreamRangeReply = redis
-            .query(
-                redis::cmd("XREVRANGE")
-                    .arg(&stream)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(count)
-                    .clone(),
-            )
-            .await?;
-        let mut last_id = "$".to_string();
-        for entry in latest.ids.iter().rev() {
-            print_event(entry);
-            last_id = entry.id.clone();
-        }
-        // `--follow` polls until the operator interrupts it.
+        let mut reader = TrailReader::new(&app.redis, &app.config.redis.key_prefix, trails);
+        reader
+            .latest(count)
+            .await?
+            .iter()
+            .for_each(|l| println!("{l}"));
         if !follow {
             return Ok::<(), crate::errors::StoreError>(());
         }
+        // `--follow` polls until the operator interrupts it.
         loop {
-            let reply: Option<redis::streams::StreamReadReply> = redis
-                .query(
-                    redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(100)
-                        .arg("STREAMS")
-                        .arg(&stream)
-                        .arg(&last_id)
-                        .clone(),
-                )
-                .await?;
-            let entries: Vec<_> = reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect();
-            for entry in &entries {
-                print_event(entry);
-                last_id = entry.id.clone();
-            }
-            if entries.is_empty() {
+            let lines = reader.newer().await?;
+            lines.iter().for_each(|l| println!("{l}"));
+            if lines.is_empty() {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
@@ -345,11 +332,5 @@ fn audit(action: AuditCommand, env: &dyn Environment) -> ExitCode {
             ExitCode::from(3)
         }
         Err(code) => code,
-    }
-}
-
-fn print_event(entry: &redis::streams::StreamId) {
-    if let Some(line) = entry.get::<String>("event") {
-        println!("{line}");
     }
 }

@@ -24,6 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::AdminApi;
 use crate::app::App;
+use crate::audit::AttemptWindows;
 use crate::proxy::Gateway;
 use crate::session::tracking::CacheTracker;
 
@@ -97,6 +98,10 @@ pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
             },
         ));
     }
+    server.add_service(background_service(
+        "audit attempt windows",
+        AttemptWindows { app: app.clone() },
+    ));
     server.add_service(health_checker);
     server.add_service(proxy);
     server.add_service(admin);

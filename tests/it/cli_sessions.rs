@@ -264,3 +264,48 @@ async fn cli_rejects_a_bad_config() {
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(stdout(&out).trim().is_empty(), "{}", describe(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_tail_follow_prints_new_events_of_both_streams() {
+    use std::io::{BufRead, BufReader};
+    let s = Stack::start().await;
+    // Started before any event exists: it must still pick up what comes later.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(gateway_bin())
+        .args(["audit", "tail", "--follow", "--config"])
+        .arg(config_path(&s.gw))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(KillOnDrop)
+        .unwrap();
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_event = || -> String {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line from audit tail --follow");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        event["event"].as_str().unwrap_or("?").to_string()
+    };
+    // Once the login is printed the follower is running; the failure comes after it, in the
+    // other stream, and must be printed as it arrives.
+    let _alice = alice(&s.gw).await;
+    assert_eq!(next_event(), "login_success");
+    let resp = login_as_response(&s.gw, "bob", "not-bobs-password", "Guesser/0.1").await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(next_event(), "login_failure");
+}

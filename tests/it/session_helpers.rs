@@ -297,39 +297,62 @@ pub fn reset_stats(redis: &RedisServer) {
 // Audit
 // ---------------------------------------------------------------------------
 
-/// Every event in the `{prefix}audit` stream, oldest first (field "event" parsed as JSON).
+/// The Redis audit trail, oldest first: the security stream `{prefix}audit` and the attempts
+/// stream `{prefix}audit:attempts` merged by entry id (field "event" parsed as JSON).
 pub fn stream_events(redis: &RedisServer, prefix: &str) -> Vec<Value> {
+    parse_events(stream_lines(redis, prefix))
+}
+
+/// Events of the security stream `{prefix}audit` alone.
+pub fn security_stream_events(redis: &RedisServer, prefix: &str) -> Vec<Value> {
+    parse_events(lines_of(&[stream_entries(
+        redis,
+        &format!("{prefix}audit"),
+    )]))
+}
+
+/// Raw text of the `event` field of every entry of both streams, merged by entry id.
+pub fn stream_lines(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    lines_of(&[
+        stream_entries(redis, &format!("{prefix}audit")),
+        stream_entries(redis, &format!("{prefix}audit:attempts")),
+    ])
+}
+
+fn stream_entries(redis: &RedisServer, key: &str) -> Vec<redis::streams::StreamId> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{prefix}audit"))
+        .arg(key)
         .arg("-")
         .arg("+")
         .query(&mut redis.connection())
         .expect("XRANGE audit stream");
-    reply
-        .ids
+    reply.ids
+}
+
+fn lines_of(streams: &[Vec<redis::streams::StreamId>]) -> Vec<String> {
+    let order = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').expect("stream id is ms-seq");
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    let mut entries: Vec<&redis::streams::StreamId> = streams.iter().flatten().collect();
+    entries.sort_by_key(|e| order(&e.id));
+    entries
         .iter()
         .map(|entry| {
-            let line: String = entry
-                .get("event")
-                .unwrap_or_else(|| panic!("stream entry {} has no `event` field", entry.id));
-            serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("stream event is not JSON ({e}): {line}"))
+            entry
+                .get::<String>("event")
+                .unwrap_or_else(|| panic!("stream entry {} has no `event` field", entry.id))
         })
         .collect()
 }
 
-/// Raw text of the `event` field of every stream entry.
-pub fn stream_lines(redis: &RedisServer, prefix: &str) -> Vec<String> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{prefix}audit"))
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.connection())
-        .expect("XRANGE audit stream");
-    reply
-        .ids
+fn parse_events(lines: Vec<String>) -> Vec<Value> {
+    lines
         .iter()
-        .filter_map(|entry| entry.get::<String>("event"))
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("stream event is not JSON ({e}): {line}"))
+        })
         .collect()
 }
 

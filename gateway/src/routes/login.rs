@@ -183,7 +183,7 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
         Ok(None) => {}
         Ok(Some(wait)) => {
             app.metrics.login("throttled");
-            app.audit.record(
+            app.audit.record_attempt(
                 AuditEvent::new("login_failure", "user", origin)
                     .username(&username)
                     .reason("too_many_failures"),
@@ -230,7 +230,7 @@ pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
                 _ => "missing_credentials",
             };
             app.metrics.login("rejected");
-            app.audit.record(
+            app.audit.record_attempt(
                 AuditEvent::new("login_failure", "user", origin)
                     .username(&username)
                     .reason(reason),

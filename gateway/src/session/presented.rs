@@ -53,7 +53,7 @@ impl SessionGate<'_> {
             .take(MAX_COOKIES_TRIED)
             .find_map(|v| self.keys.open(v))
         else {
-            self.audit.record_limited(
+            self.audit.record_attempt(
                 AuditEvent::new("cookie_rejected", "gateway", origin).reason("bad_signature"),
             );
             return Ok(Presented::Forged);

@@ -1,4 +1,4 @@
-//! The audit trail: one JSON line per session event, to a log sink and to a capped Redis stream.
+//! The audit trail: one JSON line per session event, to a log sink and to capped Redis streams.
 //!
 //! Events: `login_success`, `login_failure` (with a reason class, e.g. `too_many_failures`), `logout`,
 //! `logout_everywhere`, `session_ended` (a user ended one of their other sessions),
@@ -6,24 +6,36 @@
 //! Each carries a timestamp, event id, user, session handle, client IP and user agent, and never
 //! a session id, cookie value, password or secret: the types that hold those are not accepted.
 //!
+//! Which call to use: [`Audit::record`] for what only a credential holder, an admin or the
+//! gateway can cause; [`Audit::record_attempt`] for what anyone can cause for free (failed or
+//! throttled logins, forged cookies). Attempts are aggregated ([`attempts`]) and kept in a
+//! stream of their own ([`stream::Trail`]), so no flood can push the security trail out.
+//!
 //! Recording never blocks a request: lines go through a bounded queue to a writer thread (and are
 //! dropped, and counted in the log, if the sink cannot keep up), and the Redis copy is an `XADD`
 //! with `MAXLEN ~` on a spawned task. Any instance's events can be read with
 //! `gateway audit tail`.
 
+pub mod attempts;
+pub mod stream;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSettings, AuditSink};
-use crate::redis_conn::SharedRedis;
 use crate::session::{Handle, LiveSession};
 use crate::web::request::Origin;
+use attempts::AttemptTally;
+pub use stream::{EventStream, MemoryStream, RedisStream, Trail, TrailReader};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -42,13 +54,19 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     /// Who acted: "user", "admin" or "gateway".
     pub actor: &'static str,
+    /// On an aggregated line: how many events of this kind it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// On an aggregated line: when the first of them happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 impl AuditEvent {
     pub fn new(event: &'static str, actor: &'static str, origin: &Origin) -> AuditEvent {
         AuditEvent {
             event_id: event_id(),
-            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            ts: now_text(),
             event,
             user_id: None,
             username: None,
@@ -57,6 +75,19 @@ impl AuditEvent {
             user_agent: origin.user_agent_text(),
             reason: None,
             actor,
+            count: None,
+            since: None,
+        }
+    }
+
+    /// The line that stands for `count` repeats, the first of which was `self`.
+    fn summary(self, count: u64) -> AuditEvent {
+        AuditEvent {
+            event_id: event_id(),
+            ts: now_text(),
+            since: Some(self.ts.clone()),
+            count: Some(count),
+            ..self
         }
     }
 
@@ -92,6 +123,10 @@ fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
 fn event_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut random = [0u8; 6];
@@ -104,114 +139,10 @@ fn event_id() -> String {
     )
 }
 
-/// Cap for [`Audit::record_limited`].
-pub const LIMITED_PER_SECOND: u64 = 20;
-
-/// The shared copy of the trail that every instance appends to and `gateway audit tail` reads:
-/// a capped Redis stream in production, a list in memory in unit tests.
-#[async_trait]
-pub trait EventStream: Send + Sync {
-    /// Appends one JSON line without waiting (the request must not).
-    fn append(&self, line: String);
-    /// Appends one JSON line and waits for it (one-shot CLI commands).
-    async fn append_and_wait(&self, line: String);
-}
-
-/// `XADD {prefix}audit MAXLEN ~ N * event <line>`.
-pub struct RedisStream {
-    redis: Arc<SharedRedis>,
-    key: String,
-    max_len: u64,
-}
-
-impl RedisStream {
-    pub fn new(redis: Arc<SharedRedis>, key_prefix: &str, max_len: u64) -> RedisStream {
-        RedisStream {
-            redis,
-            key: format!("{key_prefix}audit"),
-            max_len,
-        }
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    fn xadd(&self, line: String) -> redis::Cmd {
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&self.key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.max_len)
-            .arg("*")
-            .arg("event")
-            .arg(line);
-        xadd
-    }
-}
-
-#[async_trait]
-impl EventStream for RedisStream {
-    fn append(&self, line: String) {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        let redis = self.redis.clone();
-        let xadd = self.xadd(line);
-        tokio::spawn(async move {
-            if let Err(e) = redis.query::<String>(xadd).await {
-                log::warn!("audit event not written to redis: {e}");
-            }
-        });
-    }
-
-    async fn append_and_wait(&self, line: String) {
-        if let Err(e) = self.redis.query::<String>(self.xadd(line)).await {
-            log::warn!("audit event not written to redis: {e}");
-        }
-    }
-}
-
-/// The stream as a list, for unit tests to read back.
-#[derive(Default)]
-pub struct MemoryStream {
-    lines: std::sync::Mutex<Vec<String>>,
-}
-
-impl MemoryStream {
-    /// Every event appended so far, parsed.
-    pub fn events(&self) -> Vec<serde_json::Value> {
-        self.lines.lock().map_or_else(
-            |_| Vec::new(),
-            |lines| {
-                lines
-                    .iter()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            },
-        )
-    }
-}
-
-#[async_trait]
-impl EventStream for MemoryStream {
-    fn append(&self, line: String) {
-        if let Ok(mut lines) = self.lines.lock() {
-            lines.push(line);
-        }
-    }
-
-    async fn append_and_wait(&self, line: String) {
-        self.append(line);
-    }
-}
-
 pub struct Audit {
     lines: Option<SyncSender<String>>,
     dropped: Arc<AtomicU64>,
-    /// Second (unix) and count of rate-limited events recorded in it.
-    limited_second: AtomicU64,
-    limited_count: AtomicU64,
+    attempts: AttemptTally,
     stream: Arc<dyn EventStream>,
 }
 
@@ -246,46 +177,45 @@ impl Audit {
         Ok(Audit {
             lines,
             dropped: Arc::new(AtomicU64::new(0)),
-            limited_second: AtomicU64::new(0),
-            limited_count: AtomicU64::new(0),
+            attempts: AttemptTally::default(),
             stream,
         })
     }
 
-    /// Records an event without waiting for either sink.
+    /// Records a security event (see the module doc for which call to use) without waiting.
     pub fn record(&self, event: AuditEvent) {
-        if let Some(line) = self.write_line(&event) {
-            self.stream.append(line);
+        self.emit(Trail::Security, &event);
+    }
+
+    /// Records an event anyone can cause at will: the first of its kind now, repeats as one
+    /// counted line when its window closes ([`attempts`]), in the attempts stream.
+    pub fn record_attempt(&self, event: AuditEvent) {
+        if let Some(first) = self.attempts.admit(event, SystemClock.now_ms()) {
+            self.emit(Trail::Attempts, &first);
         }
     }
 
-    /// Records an event anyone can trigger at will (a junk cookie costs an attacker nothing), at
-    /// most [`LIMITED_PER_SECOND`] a second per instance, so a flood cannot push the real events
-    /// out of the capped Redis stream. What is left out is counted in the log.
-    pub fn record_limited(&self, event: AuditEvent) {
-        if self.admit_limited() {
-            self.record(event);
+    /// Writes the counted lines of the attempt windows that have ended (all of them with
+    /// `everything`). [`AttemptWindows`] calls it every second and at shutdown.
+    pub fn close_attempt_windows(&self, everything: bool) {
+        for summary in self
+            .attempts
+            .close_windows(SystemClock.now_ms(), everything)
+        {
+            self.emit(Trail::Attempts, &summary);
         }
-    }
-
-    fn admit_limited(&self) -> bool {
-        let second = SystemClock.now_ms() / 1000;
-        if self.limited_second.swap(second, Ordering::Relaxed) != second {
-            let skipped = self
-                .limited_count
-                .swap(0, Ordering::Relaxed)
-                .saturating_sub(LIMITED_PER_SECOND);
-            if skipped > 0 {
-                log::warn!("{skipped} audit events of a flood were not recorded");
-            }
-        }
-        self.limited_count.fetch_add(1, Ordering::Relaxed) < LIMITED_PER_SECOND
     }
 
     /// Records an event and waits for the shared copy (for one-shot CLI commands).
     pub async fn record_and_wait(&self, event: AuditEvent) {
         if let Some(line) = self.write_line(&event) {
-            self.stream.append_and_wait(line).await;
+            self.stream.append_and_wait(Trail::Security, line).await;
+        }
+    }
+
+    fn emit(&self, trail: Trail, event: &AuditEvent) {
+        if let Some(line) = self.write_line(event) {
+            self.stream.append(trail, line);
         }
     }
 
@@ -304,26 +234,61 @@ impl Audit {
     }
 }
 
+/// The background service that closes attempt windows on time, so a flood's count is written
+/// a minute after it started even if nothing else happens, and at shutdown.
+pub struct AttemptWindows {
+    pub app: Arc<crate::app::App>,
+}
+
+#[async_trait]
+impl BackgroundService for AttemptWindows {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.app.audit.close_attempt_windows(false),
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.app.audit.close_attempt_windows(true);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::AuditSettings;
 
-    fn audit() -> Audit {
+    fn audit(stream: Arc<MemoryStream>) -> Audit {
         let settings = AuditSettings {
             sink: AuditSink::Off,
             stream_max_len: 10,
         };
-        Audit::start(&settings, Arc::new(MemoryStream::default())).unwrap()
+        Audit::start(&settings, stream).unwrap()
     }
 
     #[test]
-    fn a_flood_of_attacker_triggered_events_is_capped() {
-        let audit = audit();
-        let admitted = (0..1000).filter(|_| audit.admit_limited()).count() as u64;
-        // One second boundary may fall inside the loop: at most two seconds' worth.
-        assert!(admitted >= LIMITED_PER_SECOND.min(1000), "{admitted}");
-        assert!(admitted <= 2 * LIMITED_PER_SECOND, "{admitted}");
+    fn attempts_go_to_their_own_stream_and_security_events_to_the_main_one() {
+        let stream = Arc::new(MemoryStream::default());
+        let audit = audit(stream.clone());
+        let origin = Origin {
+            ip: None,
+            user_agent: None,
+        };
+        audit.record(AuditEvent::new("login_success", "user", &origin));
+        for _ in 0..1000 {
+            audit.record_attempt(
+                AuditEvent::new("login_failure", "user", &origin).reason("wrong_password"),
+            );
+        }
+        audit.close_attempt_windows(true);
+        let security = stream.events_in(Trail::Security);
+        assert_eq!(security.len(), 1);
+        assert_eq!(security[0]["event"], "login_success");
+        let attempts = stream.events_in(Trail::Attempts);
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert_eq!(attempts[0].get("count"), None);
+        assert_eq!(attempts[1]["count"], 999);
     }
 
     #[test]
