@@ -95,6 +95,9 @@ impl ProxyHttp for Gateway {
         if app.is_draining() {
             session.set_keepalive(None);
         }
+        // Requests a client sends ahead on one connection are answered one by one, in order
+        // (RFC 9112 §9.3.2), instead of the connection closing after the first answer.
+        session.set_pipelining_enabled(true);
         let trusted = &app.config.server.trusted_proxies;
         ctx.peer = Self::peer_ip(session);
         ctx.peer_is_trusted = ctx
@@ -126,6 +129,11 @@ impl ProxyHttp for Gateway {
             } else {
                 Ok(Bytes::new())
             };
+            if body.is_err() {
+                // The rest of a refused body is not read; the connection cannot carry another
+                // request after it.
+                session.set_keepalive(None);
+            }
             let view = RequestView {
                 head: session.req_header(),
                 body,
@@ -355,11 +363,25 @@ async fn send(reply: Reply, session: &mut Session) -> Result<()> {
 
 /// Reads the whole request body of one of the gateway's own endpoints, refusing more than
 /// `limit` bytes.
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
     if let Some(len) = header(session.req_header(), "content-length") {
         if len.trim().parse::<usize>().map_or(true, |n| n > limit) {
             return Err(BodyError::TooLarge);
         }
+    }
+    // A client that sent `Expect: 100-continue` waits for our go-ahead before sending the body
+    // (curl for a second, others for good); the size is acceptable, so give it now.
+    if expects_continue(session.req_header()) && session.write_continue_response().await.is_err()
+    {
+        return Err(BodyError::Unreadable);
     }
     let mut body = BytesMut::new();
     loop {

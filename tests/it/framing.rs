@@ -1,7 +1,8 @@
 //! Requests whose framing the gateway and the app could read differently are refused before
 //! anything reaches the app: a list-valued or repeated `Content-Length` (request smuggling
-//! against the pooled upstream connection), an HTTP/1.1 request without `Host`; and public
-//! prefixes match on segment boundaries only.
+//! against the pooled upstream connection), an HTTP/1.1 request without `Host`; public
+//! prefixes match on segment boundaries only; `Expect: 100-continue` is answered on the
+//! gateway's own POSTs; pipelined requests are all answered, in order.
 
 use crate::support::*;
 
@@ -61,4 +62,101 @@ async fn public_prefixes_stop_at_segment_boundaries() {
         assert_eq!(resp.status(), 401, "{protected}");
     }
     assert_eq!(s.upstream.request_count(), 2);
+}
+
+/// Reads from `stream` until `done` holds for what arrived (or the peer closes / 10 s pass).
+fn read_until(stream: &mut std::net::TcpStream, done: impl Fn(&str) -> bool) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(&buf)) {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_login_form_answers_expect_100_continue_before_the_body() {
+    use std::io::Write;
+    let s = Stack::start().await;
+    let body = r#"{"username":"alice","password":"alice-password"}"#;
+    let mut stream = std::net::TcpStream::connect(s.gw.host()).unwrap();
+    write!(
+        stream,
+        "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        s.gw.host(),
+        body.len()
+    )
+    .unwrap();
+    // The client holds the body back until it is told to go on.
+    let interim = read_until(&mut stream, |t| t.contains("\r\n\r\n"));
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim:?}"
+    );
+    stream.write_all(body.as_bytes()).unwrap();
+    let answer = read_until(&mut stream, |t| t.contains("\r\n\r\n"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("set-cookie: gateway_session="),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_login_body_is_refused_without_a_100_continue() {
+    let s = Stack::start().await;
+    let head = "POST /login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                Content-Length: 99999999\r\nExpect: 100-continue";
+    let (status, text) = raw_request(
+        &s.gw.host(),
+        &format!("{head}\r\nHost: {}", s.gw.host()),
+        "",
+    );
+    assert_eq!(status, 413, "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_all_answered_in_order() {
+    use std::io::Write;
+    let s = Stack::start().await;
+    let cookie = login_alice(&s.gw).await;
+    let host = s.gw.host();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    // A body in the middle: the next request starts right after its Content-Length.
+    let login = r#"{"username":"bob","password":"bob-password"}"#;
+    let batch = format!(
+        "GET /static/one.css HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         POST /login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Accept: application/json\r\nContent-Length: {}\r\n\r\n{login}\
+         GET /app/two HTTP/1.1\r\nHost: {host}\r\nCookie: {COOKIE_NAME}={cookie}\r\n\r\n\
+         GET /static/three.css HTTP/1.1\r\nHost: {host}\r\n\r\n",
+        login.len()
+    );
+    // All four in one write, before any answer.
+    stream.write_all(batch.as_bytes()).unwrap();
+    let text = read_until(&mut stream, |t| t.matches("HTTP/1.1 200").count() >= 4);
+    let order: Vec<usize> = [
+        "/static/one.css",
+        "\"username\":\"bob\"",
+        "/app/two",
+        "/static/three.css",
+    ]
+    .iter()
+    .map(|p| {
+        text.find(p)
+            .unwrap_or_else(|| panic!("{p} not answered: {text}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
