@@ -379,8 +379,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyErr
     }
     // A client that sent `Expect: 100-continue` waits for our go-ahead before sending the body
     // (curl for a second, others for good); the size is acceptable, so give it now.
-    if expects_continue(session.req_header()) && session.write_continue_response().await.is_err()
-    {
+    if expects_continue(session.req_header()) && session.write_continue_response().await.is_err() {
         return Err(BodyError::Unreadable);
     }
     let mut body = BytesMut::new();
