@@ -322,3 +322,35 @@ fn an_occupied_port_stops_run_at_once_with_a_clear_error() {
     );
     drop(taken);
 }
+
+/// `run` resolves its upstreams once at start-up; a name that does not resolve is reported by
+/// check-config with its line, and `run` refuses it with the same words.
+#[test]
+fn an_upstream_name_that_does_not_resolve_is_refused_by_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TestConfig::new(
+        "redis://127.0.0.1:6379/0",
+        "127.0.0.1:5001".parse().unwrap(),
+    );
+    cfg = cfg.replace("\"127.0.0.1:5001\"", "\"no-such-host.invalid:5001\"");
+    let path = cfg.write_to(dir.path());
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("no-such-host"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            ":{line}: [upstream] servers: `no-such-host.invalid:5001` cannot be resolved"
+        )),
+        "{stderr}"
+    );
+    let out = run_gateway_cli(&["run", "--config", path.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let run_err = String::from_utf8_lossy(&out.stderr);
+    assert!(run_err.contains("cannot be resolved"), "{run_err}");
+    assert_no_panic(&run_err);
+}

@@ -155,8 +155,21 @@ pub(super) fn read_upstream(s: &Section) -> UpstreamSettings {
                         "servers",
                         format!("`{v}` is not HOST:PORT, e.g. \"127.0.0.1:5001\" or \"app:5001\""),
                     );
+                    return false;
                 }
-                ok
+                // `run` resolves every upstream once at start-up and refuses a name that does
+                // not resolve; say so here too, from the same place.
+                match std::net::ToSocketAddrs::to_socket_addrs(v.as_str()).map(|mut a| a.next()) {
+                    Ok(Some(_)) => true,
+                    Ok(None) => {
+                        s.problem("servers", format!("`{v}` resolves to no address"));
+                        false
+                    }
+                    Err(e) => {
+                        s.problem("servers", format!("`{v}` cannot be resolved: {e}"));
+                        false
+                    }
+                }
             })
             .collect(),
         None => Vec::new(),
