@@ -5,55 +5,145 @@
 //! runtime asks first (a connection made before the runtimes start is never driven), and it
 //! reconnects by itself after an outage. Every call is bounded by the configured timeout, so a
 //! dead or slow Redis turns into a quick [`StoreError`] (answered as 503) instead of a hang.
+//!
+//! Where the server is: one URL, or the primary that Sentinel names. With Sentinel the
+//! primary is asked for on first use, and asked for again after a call fails in a way a
+//! failover explains (the connection dropped or refused, a timeout, or `READONLY` from a
+//! demoted primary); until a sentinel names a primary that answers, calls fail as 503.
+//! TLS (with the operator's CA and, optionally, a client certificate) and an ACL user apply to
+//! every connection, the sentinels' included.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, IntoConnectionInfo};
+use redis::{ConnectionInfo, FromRedisValue, IntoConnectionInfo};
 
-use crate::config::RedisSettings;
+use crate::config::{RedisSettings, RedisTls, SentinelSettings};
 use crate::errors::StoreError;
 use crate::metrics::Metrics;
 
-pub struct SharedRedis {
+/// Where the primary is.
+enum Target {
+    Fixed(redis::Client),
+    Sentinel(SentinelSettings),
+}
+
+/// A primary and the shared connection to it.
+struct Primary {
     client: redis::Client,
-    manager: OnceLock<ConnectionManager>,
+    manager: ConnectionManager,
+    address: String,
+}
+
+/// The ACL user, password and TLS settings every connection uses.
+struct Credentials {
+    username: Option<String>,
+    password: Option<String>,
+    tls: Option<RedisTls>,
+}
+
+pub struct SharedRedis {
+    target: Target,
+    credentials: Credentials,
+    primary: RwLock<Option<Arc<Primary>>>,
+    /// One discovery at a time; the others wait for its answer.
+    discovery: tokio::sync::Mutex<()>,
+    fixed: OnceLock<Arc<Primary>>,
     timeout: Duration,
     connect_timeout: Duration,
     metrics: Metrics,
 }
 
-impl SharedRedis {
-    /// Checks the URL; does not connect (the gateway must start even while Redis is down).
-    pub fn new(settings: &RedisSettings, metrics: Metrics) -> Result<SharedRedis, String> {
-        let mut info = settings
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("invalid redis url: {e}"))?;
-        if let Some(password) = &settings.password {
-            let redis = info
-                .redis_settings()
-                .clone()
-                .set_password(password.expose_str());
+impl Credentials {
+    /// A client for `info` with the TLS settings, and the ACL user and password when
+    /// `authenticate` (the sentinels have their own password).
+    fn client(
+        &self,
+        info: ConnectionInfo,
+        authenticate: bool,
+    ) -> redis::RedisResult<redis::Client> {
+        let mut info = info;
+        if authenticate {
+            let mut redis = info.redis_settings().clone();
+            if let Some(user) = &self.username {
+                redis = redis.set_username(user);
+            }
+            if let Some(password) = &self.password {
+                redis = redis.set_password(password);
+            }
             info = info.set_redis_settings(redis);
         }
-        let client = redis::Client::open(info).map_err(|e| format!("invalid redis url: {e}"))?;
+        match &self.tls {
+            Some(tls) if tls.ca.is_some() || tls.client_cert.is_some() => {
+                let client_tls = match (&tls.client_cert, &tls.client_key) {
+                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.expose().to_vec(),
+                    }),
+                    _ => None,
+                };
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls,
+                        root_cert: tls.ca.clone(),
+                    },
+                )
+            }
+            _ => redis::Client::open(info),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+}
+
+impl SharedRedis {
+    /// Checks the settings; does not connect (the gateway must start even while Redis is down).
+    pub fn new(settings: &RedisSettings, metrics: Metrics) -> Result<SharedRedis, String> {
+        let credentials = Credentials {
+            username: settings.username.clone(),
+            password: settings
+                .password
+                .as_ref()
+                .map(|p| p.expose_str().to_string()),
+            tls: settings.tls.clone(),
+        };
+        let target = match &settings.sentinel {
+            Some(sentinel) => Target::Sentinel(sentinel.clone()),
+            None => {
+                let info = settings
+                    .url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| format!("invalid redis url: {e}"))?;
+                Target::Fixed(
+                    credentials
+                        .client(info, true)
+                        .map_err(|e| format!("invalid redis url: {e}"))?,
+                )
+            }
+        };
         Ok(SharedRedis {
-            client,
-            manager: OnceLock::new(),
+            target,
+            credentials,
+            primary: RwLock::new(None),
+            discovery: tokio::sync::Mutex::new(()),
+            fixed: OnceLock::new(),
             timeout: settings.timeout,
             connect_timeout: settings.connect_timeout,
             metrics,
         })
     }
 
-    fn manager(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(m) = self.manager.get() {
-            return Ok(m.clone());
-        }
+    fn primary_for(&self, client: redis::Client, address: String) -> Result<Primary, StoreError> {
         // Retries inside the manager would hold a request past our deadline; fail fast and let
         // the next request trigger the next reconnect instead.
         let config = ConnectionManagerConfig::new()
@@ -62,9 +152,132 @@ impl SharedRedis {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(self.manager.get_or_init(|| manager).clone())
+        Ok(Primary {
+            client,
+            manager,
+            address,
+        })
+    }
+
+    /// The primary to talk to: the fixed one, or the last one Sentinel named, or a new answer.
+    async fn primary(&self) -> Result<Arc<Primary>, StoreError> {
+        let sentinel = match &self.target {
+            Target::Fixed(client) => {
+                if let Some(p) = self.fixed.get() {
+                    return Ok(p.clone());
+                }
+                let primary = Arc::new(self.primary_for(client.clone(), String::new())?);
+                return Ok(self.fixed.get_or_init(|| primary).clone());
+            }
+            Target::Sentinel(sentinel) => sentinel,
+        };
+        if let Some(p) = self.known_primary() {
+            return Ok(p);
+        }
+        let _one_at_a_time = self.discovery.lock().await;
+        if let Some(p) = self.known_primary() {
+            return Ok(p);
+        }
+        let (host, port) = self.ask_sentinels(sentinel).await?;
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let address = format!("{host}:{port}");
+        let url = format!(
+            "{}://{address}/{}",
+            self.credentials.scheme(),
+            sentinel.database
+        );
+        let info = url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| StoreError::Unavailable(format!("sentinel named {address}: {e}")))?;
+        let client = self
+            .credentials
+            .client(info, true)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let primary = Arc::new(self.primary_for(client, address.clone())?);
+        log::info!(
+            "redis primary `{}` is {address} (from sentinel)",
+            sentinel.master
+        );
+        if let Ok(mut slot) = self.primary.write() {
+            *slot = Some(primary.clone());
+        }
+        Ok(primary)
+    }
+
+    fn known_primary(&self) -> Option<Arc<Primary>> {
+        self.primary.read().ok().and_then(|p| p.clone())
+    }
+
+    /// Forgets `stale` (if it is still the one in use), so the next call asks Sentinel again.
+    fn forget(&self, stale: &Primary) {
+        if let Ok(mut slot) = self.primary.write() {
+            if slot
+                .as_ref()
+                .is_some_and(|p| std::ptr::eq(p.as_ref(), stale))
+            {
+                log::warn!(
+                    "redis primary {} lost; asking sentinel again",
+                    stale.address
+                );
+                *slot = None;
+            }
+        }
+    }
+
+    async fn ask_sentinels(
+        &self,
+        sentinel: &SentinelSettings,
+    ) -> Result<(String, u16), StoreError> {
+        let mut last_error = String::from("no sentinel configured");
+        for address in &sentinel.sentinels {
+            let asked = async {
+                let mut info = format!("{}://{address}", self.credentials.scheme())
+                    .as_str()
+                    .into_connection_info()?;
+                if let Some(password) = &sentinel.password {
+                    let redis = info
+                        .redis_settings()
+                        .clone()
+                        .set_password(password.expose_str());
+                    info = info.set_redis_settings(redis);
+                }
+                let mut conn = self
+                    .credentials
+                    .client(info, false)?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&sentinel.master)
+                    .query_async::<Option<(String, u16)>>(&mut conn)
+                    .await
+            };
+            match tokio::time::timeout(self.connect_timeout, asked).await {
+                Ok(Ok(Some(found))) => return Ok(found),
+                Ok(Ok(None)) => {
+                    last_error = format!("sentinel {address} does not know `{}`", sentinel.master)
+                }
+                Ok(Err(e)) => last_error = format!("sentinel {address}: {e}"),
+                Err(_) => last_error = format!("sentinel {address}: no answer"),
+            }
+        }
+        Err(StoreError::Unavailable(last_error))
+    }
+
+    /// Whether a failed call means the primary may have moved.
+    fn failover_sign(error: &redis::RedisError) -> bool {
+        error.code() == Some("READONLY")
+            || error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_timeout()
     }
 
     /// Runs one command or pipeline against Redis under the deadline, recording its latency.
@@ -74,14 +287,23 @@ impl SharedRedis {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
-        let result = match self.manager() {
-            Ok(conn) => match tokio::time::timeout(self.timeout, call(conn)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-                Err(_) => Err(StoreError::Timeout),
-            },
-            Err(e) => Err(e),
-        };
+        let result = tokio::time::timeout(self.timeout, async {
+            let primary = self.primary().await?;
+            call(primary.manager.clone()).await.map_err(|e| {
+                if matches!(self.target, Target::Sentinel(_)) && Self::failover_sign(&e) {
+                    self.forget(&primary);
+                }
+                StoreError::Unavailable(e.to_string())
+            })
+        })
+        .await
+        .unwrap_or_else(|_| {
+            // A primary that stopped answering may have been replaced.
+            if let Some(p) = self.known_primary() {
+                self.forget(&p);
+            }
+            Err(StoreError::Timeout)
+        });
         self.metrics
             .observe_redis(started.elapsed(), result.is_ok());
         result
@@ -107,12 +329,17 @@ impl SharedRedis {
         &self,
         on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
     ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let info = self.client.get_connection_info().clone();
+        let primary = self.primary().await.map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Io, "no primary", e.to_string()))
+        })?;
+        let info = primary.client.get_connection_info().clone();
         let resp3 = info
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let client = self
+            .credentials
+            .client(info.set_redis_settings(resp3), false)?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.timeout))

@@ -31,6 +31,7 @@ mod multi_instance;
 mod password_formats;
 mod proxy_auth;
 mod redis_outage;
+mod redis_topologies;
 mod revocation;
 mod session_cache;
 mod sessions;

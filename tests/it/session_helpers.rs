@@ -80,7 +80,6 @@ pub async fn assert_live(gw: &Gateway, cookie: &str, user: &str, what: &str) {
     );
 }
 
-/// Asserts a protected request with `cookie` is refused (401 for API clients).
 /// Asserts a protected request with `cookie` is refused (401). Another instance may have
 /// accepted a session ended elsewhere from its validation cache until Redis's invalidation
 /// reached it (100 ms at most by design), so a refusal is waited for, briefly; the bench

@@ -73,12 +73,42 @@ pub struct UpstreamSettings {
 
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// The URL without any password; the password travels separately as a [`Secret`].
+    /// One server: the URL without any password (the password travels separately as a
+    /// [`Secret`]). With sentinels, empty.
     pub url: String,
+    /// The primary found through Sentinel instead of one URL.
+    pub sentinel: Option<SentinelSettings>,
+    /// ACL user (Redis 6+); none means `default`.
+    pub username: Option<String>,
     pub password: Option<Secret>,
+    /// TLS to Redis (and to the sentinels): `rediss://` or `tls = true`.
+    pub tls: Option<RedisTls>,
+    /// Session creation and revocations wait until this many replicas have them (`WAIT`).
+    pub wait_replicas: u32,
+    pub wait_timeout: Duration,
     pub key_prefix: String,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SentinelSettings {
+    /// `host:port` of each sentinel, asked in this order.
+    pub sentinels: Vec<String>,
+    /// The monitored primary's name (`sentinel_master`).
+    pub master: String,
+    pub password: Option<Secret>,
+    /// Database number on the primary.
+    pub database: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    /// PEM of the CA that signed the server's certificate; none means the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// PEM certificate and key for mutual TLS.
+    pub client_cert: Option<Vec<u8>>,
+    pub client_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -220,6 +220,20 @@ pub(super) fn read_upstream(s: &Section) -> UpstreamSettings {
 }
 
 pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
+    let ways: Vec<&str> = ["url", "sentinels", "cluster_nodes"]
+        .into_iter()
+        .filter(|k| s.has(k))
+        .collect();
+    if ways.len() > 1 {
+        s.problem(
+            ways[1],
+            format!(
+                "give exactly one way to reach Redis: `url` (one server), `sentinels` (with \
+                 `sentinel_master`) or `cluster_nodes`; found {}",
+                ways.join(" and ")
+            ),
+        );
+    }
     let url = s
         .parse_with("url", |v| {
             if !(v.starts_with("redis://")
@@ -234,29 +248,159 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
                 .map(|_| v.to_string())
                 .map_err(|e| format!("`{v}` is not a usable Redis URL: {e}"))
         })
-        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_string());
+        .unwrap_or_else(|| {
+            if ways.is_empty() {
+                "redis://127.0.0.1:6379/0".to_string()
+            } else {
+                String::new()
+            }
+        });
+    let sentinel = read_sentinel(s, ctx);
+    if s.has("cluster_nodes") {
+        let _: Option<Vec<String>> = s.get("cluster_nodes");
+        s.problem(
+            "cluster_nodes",
+            "Redis Cluster is not supported yet: use one server or Sentinel (see the README)",
+        );
+    }
+    if sentinel.is_none() {
+        let sentinel_only = [
+            "sentinel_master",
+            "sentinel_password",
+            "sentinel_password_env",
+            "sentinel_password_file",
+            "database",
+        ];
+        if let Some(key) = sentinel_only.into_iter().find(|k| s.has(k)) {
+            s.problem(key, "only with `sentinels` (a `url` names its own database)");
+        }
+    }
+    let username = s.parse_with("username", |v| {
+        if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err(format!("`{v}` is not an ACL user name"))
+        } else {
+            Ok(v.to_string())
+        }
+    });
     let password = ctx.secret(s, "password", false);
+    let tls = read_redis_tls(s, ctx, url.starts_with("rediss://"));
     let timeout = s.duration("timeout", Duration::from_millis(250));
     if timeout.is_zero() {
         s.problem("timeout", "must be more than zero");
     }
+    let wait_replicas = s.integer_in("wait_replicas", 0..=16, 0);
+    let wait_timeout = s.duration("wait_timeout", Duration::from_millis(500));
+    if wait_replicas > 0 && wait_timeout.is_zero() {
+        s.problem("wait_timeout", "must be more than zero (0 would wait forever)");
+    }
     let settings = RedisSettings {
         url,
+        sentinel,
+        username,
         password,
+        tls,
+        wait_replicas,
+        wait_timeout,
         key_prefix: s.get_or("key_prefix", "gateway:".to_string()),
         timeout,
         connect_timeout: s.duration("connect_timeout", Duration::from_secs(1)),
     };
     s.finish(&[
         "url",
+        "sentinels",
+        "sentinel_master",
+        "sentinel_password",
+        "sentinel_password_env",
+        "sentinel_password_file",
+        "database",
+        "cluster_nodes",
+        "username",
         "password",
         "password_env",
         "password_file",
+        "tls",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "wait_replicas",
+        "wait_timeout",
         "key_prefix",
         "timeout",
         "connect_timeout",
     ]);
     settings
+}
+
+fn read_sentinel(s: &Section, ctx: &Ctx) -> Option<SentinelSettings> {
+    let sentinels: Vec<String> = s.get("sentinels")?;
+    if sentinels.is_empty() {
+        s.problem("sentinels", "needs at least one sentinel address");
+    }
+    for address in &sentinels {
+        let ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !ok {
+            s.problem(
+                "sentinels",
+                format!("`{address}` is not HOST:PORT, e.g. \"10.0.0.1:26379\""),
+            );
+        }
+    }
+    let master = s.required::<String>("sentinel_master").unwrap_or_default();
+    let password = ctx.secret(s, "sentinel_password", false);
+    let database = i64::from(s.integer_in("database", 0..=u32::from(u16::MAX), 0));
+    Some(SentinelSettings {
+        sentinels,
+        master,
+        password,
+        database,
+    })
+}
+
+fn read_redis_tls(s: &Section, ctx: &Ctx, url_says_tls: bool) -> Option<RedisTls> {
+    let tls = match s.get::<bool>("tls") {
+        Some(false) if url_says_tls => {
+            s.problem("tls", "is false, but the url is rediss:// (TLS)");
+            false
+        }
+        Some(wanted) => wanted,
+        None => url_says_tls,
+    };
+    if tls && s.has("url") && !url_says_tls {
+        s.problem("tls", "with one server, write the url as rediss://… for TLS");
+    }
+    let read = |key: &str| -> Option<Vec<u8>> {
+        let path = s.get::<String>(key)?;
+        if !tls {
+            s.problem(key, "only with TLS (`tls = true` or a rediss:// url)");
+            return None;
+        }
+        let full = ctx.resolve(&path);
+        match ctx.env.read_file(&full) {
+            Ok(pem) if pem.contains("-----BEGIN ") => Some(pem.into_bytes()),
+            Ok(_) => {
+                s.problem(key, format!("`{}` is not a PEM file", full.display()));
+                None
+            }
+            Err(e) => {
+                s.problem(key, format!("cannot read `{}`: {e}", full.display()));
+                None
+            }
+        }
+    };
+    let ca = read("ca_file");
+    let client_cert = read("cert_file");
+    let client_key = read("key_file").map(Secret::new);
+    if client_cert.is_some() != client_key.is_some() {
+        let missing = if client_cert.is_some() { "key_file" } else { "cert_file" };
+        s.problem(missing, "mutual TLS needs both `cert_file` and `key_file`");
+    }
+    tls.then_some(RedisTls {
+        ca,
+        client_cert,
+        client_key,
+    })
 }
 
 /// A cookie name the gateway can set and match: a plain token, no quoting games.
