@@ -32,4 +32,6 @@ pub mod session;
 pub mod web;
 
 #[cfg(test)]
+mod fuzz_props;
+#[cfg(test)]
 pub(crate) mod testing;

@@ -34,6 +34,9 @@ enum Target {
 struct Primary {
     client: redis::Client,
     manager: ConnectionManager,
+    /// A second connection for the writes that `WAIT` for replicas: `WAIT` holds up every
+    /// command queued behind it on its connection, and requests must not queue behind it.
+    durable: ConnectionManager,
     address: String,
 }
 
@@ -51,6 +54,8 @@ pub struct SharedRedis {
     /// One discovery at a time; the others wait for its answer.
     discovery: tokio::sync::Mutex<()>,
     fixed: OnceLock<Arc<Primary>>,
+    wait_replicas: u32,
+    wait_timeout: Duration,
     timeout: Duration,
     connect_timeout: Duration,
     metrics: Metrics,
@@ -137,6 +142,8 @@ impl SharedRedis {
             primary: RwLock::new(None),
             discovery: tokio::sync::Mutex::new(()),
             fixed: OnceLock::new(),
+            wait_replicas: settings.wait_replicas,
+            wait_timeout: settings.wait_timeout,
             timeout: settings.timeout,
             connect_timeout: settings.connect_timeout,
             metrics,
@@ -152,11 +159,14 @@ impl SharedRedis {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let lazy = |config| {
+            ConnectionManager::new_lazy_with_config(client.clone(), config)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
         Ok(Primary {
+            manager: lazy(config.clone())?,
+            durable: lazy(config)?,
             client,
-            manager,
             address,
         })
     }
@@ -289,24 +299,71 @@ impl SharedRedis {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
             let primary = self.primary().await?;
-            call(primary.manager.clone()).await.map_err(|e| {
-                if matches!(self.target, Target::Sentinel(_)) && Self::failover_sign(&e) {
-                    self.forget(&primary);
-                }
-                StoreError::Unavailable(e.to_string())
-            })
+            call(primary.manager.clone())
+                .await
+                .map_err(|e| self.failed(&primary, e))
         })
         .await
-        .unwrap_or_else(|_| {
-            // A primary that stopped answering may have been replaced.
-            if let Some(p) = self.known_primary() {
-                self.forget(&p);
-            }
-            Err(StoreError::Timeout)
-        });
+        .unwrap_or_else(|_| self.timed_out());
         self.metrics
             .observe_redis(started.elapsed(), result.is_ok());
         result
+    }
+
+    /// Runs a write that must survive a failover (a new session, a revocation): with
+    /// `wait_replicas = N`, it succeeds only once `WAIT` says N replicas have it. A write that
+    /// was not confirmed is an error, reported as failed, never as done.
+    pub async fn run_durable<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if self.wait_replicas == 0 {
+            return self.run(call).await;
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout + self.wait_timeout, async {
+            let primary = self.primary().await?;
+            let mut conn = primary.durable.clone();
+            let value = call(conn.clone())
+                .await
+                .map_err(|e| self.failed(&primary, e))?;
+            let confirmed: u32 = redis::cmd("WAIT")
+                .arg(self.wait_replicas)
+                .arg(self.wait_timeout.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.failed(&primary, e))?;
+            if confirmed < self.wait_replicas {
+                return Err(StoreError::Unavailable(format!(
+                    "the write reached {confirmed} of {} replicas in time",
+                    self.wait_replicas
+                )));
+            }
+            Ok(value)
+        })
+        .await
+        .unwrap_or_else(|_| self.timed_out());
+        self.metrics
+            .observe_redis(started.elapsed(), result.is_ok());
+        result
+    }
+
+    fn failed(&self, primary: &Primary, error: redis::RedisError) -> StoreError {
+        if matches!(self.target, Target::Sentinel(_)) && Self::failover_sign(&error) {
+            self.forget(primary);
+        }
+        StoreError::Unavailable(error.to_string())
+    }
+
+    fn timed_out<T>(&self) -> Result<T, StoreError> {
+        // A primary that stopped answering may have been replaced.
+        if matches!(self.target, Target::Sentinel(_)) {
+            if let Some(p) = self.known_primary() {
+                self.forget(&p);
+            }
+        }
+        Err(StoreError::Timeout)
     }
 
     pub async fn query<T: FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {

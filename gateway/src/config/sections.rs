@@ -272,7 +272,10 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
             "database",
         ];
         if let Some(key) = sentinel_only.into_iter().find(|k| s.has(k)) {
-            s.problem(key, "only with `sentinels` (a `url` names its own database)");
+            s.problem(
+                key,
+                "only with `sentinels` (a `url` names its own database)",
+            );
         }
     }
     let username = s.parse_with("username", |v| {
@@ -291,7 +294,10 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
     let wait_replicas = s.integer_in("wait_replicas", 0..=16, 0);
     let wait_timeout = s.duration("wait_timeout", Duration::from_millis(500));
     if wait_replicas > 0 && wait_timeout.is_zero() {
-        s.problem("wait_timeout", "must be more than zero (0 would wait forever)");
+        s.problem(
+            "wait_timeout",
+            "must be more than zero (0 would wait forever)",
+        );
     }
     let settings = RedisSettings {
         url,
@@ -368,7 +374,10 @@ fn read_redis_tls(s: &Section, ctx: &Ctx, url_says_tls: bool) -> Option<RedisTls
         None => url_says_tls,
     };
     if tls && s.has("url") && !url_says_tls {
-        s.problem("tls", "with one server, write the url as rediss://… for TLS");
+        s.problem(
+            "tls",
+            "with one server, write the url as rediss://… for TLS",
+        );
     }
     let read = |key: &str| -> Option<Vec<u8>> {
         let path = s.get::<String>(key)?;
@@ -393,7 +402,11 @@ fn read_redis_tls(s: &Section, ctx: &Ctx, url_says_tls: bool) -> Option<RedisTls
     let client_cert = read("cert_file");
     let client_key = read("key_file").map(Secret::new);
     if client_cert.is_some() != client_key.is_some() {
-        let missing = if client_cert.is_some() { "key_file" } else { "cert_file" };
+        let missing = if client_cert.is_some() {
+            "key_file"
+        } else {
+            "cert_file"
+        };
         s.problem(missing, "mutual TLS needs both `cert_file` and `key_file`");
     }
     tls.then_some(RedisTls {

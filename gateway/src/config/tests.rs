@@ -412,3 +412,59 @@ fn secure_cookies_get_the_host_prefix_unless_switched_off() {
     let c = parse(MINIMAL).expect("valid");
     assert_eq!(c.session.nonce_cookie_name(), "__Host-gateway_session_csrf");
 }
+
+#[test]
+fn redis_is_reached_one_way_and_tls_files_need_tls() {
+    let with = |redis: &str| problems_of(&format!("{MINIMAL}[redis]\n{redis}\n"));
+    let mixed = with("url = \"redis://127.0.0.1:6379/0\"\nsentinels = [\"127.0.0.1:26379\"]\nsentinel_master = \"m\"");
+    assert!(
+        mixed
+            .iter()
+            .any(|p| p.2.contains("exactly one way to reach Redis")),
+        "{mixed:?}"
+    );
+    let cluster = with("cluster_nodes = [\"127.0.0.1:7000\"]");
+    assert!(
+        cluster.iter().any(|p| p.1 == "[redis] cluster_nodes"),
+        "{cluster:?}"
+    );
+    let no_master = with("sentinels = [\"127.0.0.1:26379\"]");
+    assert!(
+        no_master.iter().any(|p| p.1 == "[redis] sentinel_master"),
+        "{no_master:?}"
+    );
+    let stray = with("sentinel_master = \"m\"");
+    assert!(
+        stray.iter().any(|p| p.2.contains("only with `sentinels`")),
+        "{stray:?}"
+    );
+    let ca_without_tls = with("url = \"redis://127.0.0.1:6379/0\"\nca_file = \"ca.pem\"");
+    assert!(
+        ca_without_tls
+            .iter()
+            .any(|p| p.1 == "[redis] ca_file" && p.2.contains("only with TLS")),
+        "{ca_without_tls:?}"
+    );
+    let contradiction = with("url = \"rediss://127.0.0.1:6379/0\"\ntls = false");
+    assert!(
+        contradiction.iter().any(|p| p.1 == "[redis] tls"),
+        "{contradiction:?}"
+    );
+    let missing_ca = with("url = \"rediss://127.0.0.1:6379/0\"\nca_file = \"/nonexistent/ca.pem\"");
+    assert!(
+        missing_ca.iter().any(|p| p.2.contains("cannot read")),
+        "{missing_ca:?}"
+    );
+
+    let ok = parse(&format!(
+        "{MINIMAL}[redis]\nsentinels = [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]\n\
+         sentinel_master = \"mymaster\"\nusername = \"gateway\"\nwait_replicas = 1\n"
+    ))
+    .expect("valid sentinel config");
+    let sentinel = ok.redis.sentinel.expect("sentinel settings");
+    assert_eq!(sentinel.sentinels.len(), 2);
+    assert_eq!(sentinel.master, "mymaster");
+    assert_eq!(ok.redis.username.as_deref(), Some("gateway"));
+    assert_eq!(ok.redis.wait_replicas, 1);
+    assert!(ok.redis.tls.is_none());
+}

@@ -121,7 +121,7 @@ impl SessionBackend for RedisBackend {
             .arg(format!("{}session:", self.prefix));
         let reply: Vec<String> = self
             .redis
-            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .run_durable(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
         if reply.first().map(String::as_str) != Some("1") {
             return Ok(Created::LimitReached);
@@ -224,7 +224,9 @@ impl SessionBackend for RedisBackend {
                     .zrem(self.all_index(), s.handle.as_str())
                     .ignore();
             }
-            self.redis.pipeline::<()>(pipe).await?;
+            self.redis
+                .run_durable(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+                .await?;
         }
         Ok(())
     }
