@@ -403,8 +403,18 @@ async fn a_sentinel_failover_under_load_loses_no_session_and_revives_no_revoked_
     wait_for_replica(&set);
     let upstream = Upstream::start().await;
     let gw = Gateway::start(&sentinel_config(&set, upstream.addr())).await;
+    // A second instance with its validation cache on (the default), to see that its cache
+    // follows the failover.
+    let other = Gateway::start(&sentinel_config(&set, upstream.addr())).await;
 
     let alice = login_alice(&gw).await;
+    let alice_elsewhere = login_alice(&gw).await;
+    assert_eq!(
+        get_with_cookie(&other, "/app/x", &alice_elsewhere)
+            .await
+            .status(),
+        200
+    );
     let bob = login_json_response(&gw, "bob", "bob-password", None).await;
     let bob = session_cookie_or_panic(bob, &gw, "bob").await;
     // Revoked just before the primary dies: with wait_replicas = 1 the logout answers 200 only
@@ -470,6 +480,43 @@ async fn a_sentinel_failover_under_load_loses_no_session_and_revives_no_revoked_
     assert!(back < Duration::from_secs(10), "back after {back:?}");
     // Bob's revocation survived the failover.
     assert_eq!(get_with_cookie(&gw, "/app/x", &bob).await.status(), 401);
+    // The other instance's cache tracks the new primary: it serves alice's second session
+    // (from Redis or its cache) and sees it ended on the first instance.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_with_cookie(&other, "/app/x", &alice_elsewhere)
+        .await
+        .status()
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the other instance never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            get_with_cookie(&other, "/app/x", &alice_elsewhere)
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(get_with_cookie(&other, "/app/x", &bob).await.status(), 401);
+    let metrics = client()
+        .get(other.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_session_cache_flushes_total") && !l.ends_with(" 0")),
+        "the failover emptied the cache: {metrics}"
+    );
     // New logins need a replica to confirm them (wait_replicas = 1): the old primary comes back
     // and the sentinels make it the new primary's replica; then logins work again.
     set.primary.restart(dir.path(), "primary");
@@ -490,7 +537,23 @@ async fn a_sentinel_failover_under_load_loses_no_session_and_revives_no_revoked_
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A revocation on the new primary reaches the other instance's cache.
+    let resp = client()
+        .post(gw.url("/logout"))
+        .header("accept", "application/json")
+        .header("cookie", session_cookie_header(&alice_elsewhere))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_refused(
+        &other,
+        &alice_elsewhere,
+        "ended on the first instance after the failover",
+    )
+    .await;
     assert!(!gw.logs().contains("panicked"));
+    assert!(!other.logs().contains("panicked"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
