@@ -61,6 +61,13 @@ async fn public_prefixes_stop_at_segment_boundaries() {
         let resp = client().get(s.gw.url(protected)).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{protected}");
     }
+    // A dot segment spelled with an encoded `;` cannot climb out of a public prefix.
+    let resp = client()
+        .get(s.gw.url("/static/..%3b/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
     assert_eq!(s.upstream.request_count(), 2);
 }
 

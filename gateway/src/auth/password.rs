@@ -213,20 +213,17 @@ fn parse_argon2(text: &str) -> Result<PasswordHash, String> {
     if parsed.hash.is_none() || parsed.salt.is_none() {
         return Err("not a valid argon2 hash: the salt or the hash is missing".to_string());
     }
-    let params = argon2::Params::try_from(&parsed)
-        .map_err(|e| format!("unsupported argon2 parameters: {e}"))?;
-    if params.m_cost() > ARGON2_MAX_MEMORY_KIB
-        || params.t_cost() > ARGON2_MAX_PASSES
-        || params.p_cost() > ARGON2_MAX_LANES
-    {
+    // The limits are checked on the raw numbers first: argon2 0.5's own check multiplies `p`
+    // before it bounds it, which overflows (a panic in debug builds) for a huge `p`.
+    let cost = |name: &str| parsed.params.get_decimal(name).unwrap_or(0);
+    let (m, t, p) = (cost("m"), cost("t"), cost("p"));
+    if m > ARGON2_MAX_MEMORY_KIB || t > ARGON2_MAX_PASSES || p > ARGON2_MAX_LANES {
         return Err(format!(
-            "argon2 cost too high (m={}, t={}, p={}): at most m={ARGON2_MAX_MEMORY_KIB} (KiB), \
-             t={ARGON2_MAX_PASSES}, p={ARGON2_MAX_LANES}",
-            params.m_cost(),
-            params.t_cost(),
-            params.p_cost()
+            "argon2 cost too high (m={m}, t={t}, p={p}): at most m={ARGON2_MAX_MEMORY_KIB} (KiB), \
+             t={ARGON2_MAX_PASSES}, p={ARGON2_MAX_LANES}"
         ));
     }
+    argon2::Params::try_from(&parsed).map_err(|e| format!("unsupported argon2 parameters: {e}"))?;
     Ok(PasswordHash::Argon2(text.to_string()))
 }
 
@@ -251,6 +248,16 @@ fn parse_bcrypt(text: &str) -> Result<PasswordHash, String> {
     }
     text.parse::<bcrypt::HashParts>()
         .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
+    // bcrypt's own verify decodes salt and digest strictly; one that does not decode (bits
+    // set past the last byte) could never log anyone in, so it is refused here, visibly.
+    use base64::Engine;
+    let (salt, digest) = body.split_at(22);
+    if bcrypt::BASE_64.decode(salt).is_err() || bcrypt::BASE_64.decode(digest).is_err() {
+        return Err(
+            "not a valid bcrypt hash: the salt or the digest is not canonical bcrypt base64"
+                .to_string(),
+        );
+    }
     Ok(PasswordHash::Bcrypt(text.to_string()))
 }
 
@@ -513,6 +520,16 @@ mod tests {
                 format!("$argon2id$v=19$m=19456,t=100,p=1${salt}${tag}"),
                 "argon2 cost too high",
             ),
+            // argon2's own check overflows on a huge `p` (a panic in debug builds).
+            (
+                format!("$argon2id$v=19$m=8,t=1,p=536870912${salt}${tag}"),
+                "argon2 cost too high",
+            ),
+            // Bits past the last byte of the salt: bcrypt's verifier would refuse it forever.
+            (
+                format!("$2b$04${}/{}", "a".repeat(21), "a".repeat(31)),
+                "not canonical bcrypt base64",
+            ),
             (format!("$2b$31${}", "a".repeat(53)), "bcrypt cost 31"),
             (format!("$2b$03${}", "a".repeat(53)), "bcrypt cost 3"),
             (
@@ -531,7 +548,7 @@ mod tests {
         // The libraries' own defaults are well inside the limits.
         for fine in [
             format!("$argon2id$v=19$m=19456,t=2,p=1${salt}${tag}"),
-            format!("$2b$12${}", "a".repeat(53)),
+            format!("$2b$12${}.{}", "a".repeat(21), "a".repeat(31)),
             format!("scrypt:32768:8:1$salt${digest64}"),
             format!("pbkdf2:sha256:1000000$salt${}", "00".repeat(32)),
         ] {

@@ -119,6 +119,7 @@ pub fn has_dot_segments(path: &str) -> bool {
         .replace("%2e", ".")
         .replace("%2f", "/")
         .replace("%5c", "/")
+        .replace("%3b", ";")
         .replace('\\', "/");
     decoded.split('/').any(|segment| {
         let name = segment.split(';').next().unwrap_or("");
@@ -267,6 +268,8 @@ mod tests {
             "/static/%2e%2e/admin",
             "/static/%2E./admin",
             "/static/..;/admin",
+            "/static/..%3b/admin",
+            "/static/..%3Bx/admin",
             "/static\\..\\admin",
             "/static%2f..%2fadmin",
             "/..",
