@@ -24,7 +24,8 @@ APT_PACKAGES=(
     build-essential pkg-config cmake   # the gateway's native build dependencies
     curl                               # readiness checks in docker/demo.sh
     redis-server                       # session store for the demo and the tests
-    nginx-light wrk                    # benches/
+    nginx-light wrk                    # benches/, tests/it/forward_auth.rs (auth_request)
+    caddy                              # tests/it/forward_auth.rs (forward_auth)
     chromium chromium-driver           # tests/e2e/test_browser.py
     fonts-wqy-zenhei                   # CJK glyphs for the Chinese login page screenshot
     python3 python3-venv               # .venv

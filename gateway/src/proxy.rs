@@ -138,6 +138,8 @@ impl ProxyHttp for Gateway {
                 head: session.req_header(),
                 body,
                 origin,
+                from_proxy: ctx.peer_is_trusted
+                    || (trusted.is_empty() && ctx.peer.is_some_and(|ip| ip.is_loopback())),
             };
             let reply = routes::serve(app, route, &view).await;
             send(reply, session).await?;

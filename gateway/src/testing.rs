@@ -133,6 +133,7 @@ impl TestApp {
             head: &req.head,
             body: Ok(req.body.clone()),
             origin,
+            from_proxy: req.from_proxy,
         };
         routes::serve(&self.app, route, &view).await
     }
@@ -230,6 +231,8 @@ pub struct Req {
     pub head: RequestHeader,
     pub body: Bytes,
     pub ip: Option<IpAddr>,
+    /// Sent by a trusted proxy (forward-auth).
+    pub from_proxy: bool,
 }
 
 impl Req {
@@ -240,6 +243,7 @@ impl Req {
             head,
             body: Bytes::new(),
             ip: CLIENT_IP.parse().ok(),
+            from_proxy: false,
         }
     }
 
@@ -289,6 +293,12 @@ impl Req {
     }
 
     /// The request as sent from another client address.
+    /// As if a trusted proxy (nginx `auth_request`, Caddy `forward_auth`) sent it.
+    pub fn from_proxy(mut self) -> Req {
+        self.from_proxy = true;
+        self
+    }
+
     pub fn sent_from(mut self, ip: &str) -> Req {
         self.ip = Some(ip.parse().expect("an IP address"));
         self

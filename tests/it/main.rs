@@ -19,6 +19,7 @@ mod database_source;
 mod drop_in;
 mod example_configs;
 mod expiry;
+mod forward_auth;
 mod framing;
 mod graceful_shutdown;
 mod identity_assertion;

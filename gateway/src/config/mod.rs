@@ -141,6 +141,8 @@ pub struct LoginSettings {
     /// The app's own logout endpoints: a same-origin POST there ends the gateway session too,
     /// then goes on to the app.
     pub app_logout_paths: Vec<String>,
+    /// The forward-auth endpoint for another proxy (`/_gateway/auth`).
+    pub forward_auth_path: String,
     pub language: LanguageChoice,
     pub users_file: Option<PathBuf>,
     /// The users file, read and checked with the config; empty without a `users_file`.

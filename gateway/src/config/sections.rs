@@ -602,6 +602,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
     }
     let path = url_path(s, "path", "/login");
     let logout_path = url_path(s, "logout_path", "/logout");
+    let forward_auth_path = url_path(s, "forward_auth_path", "/_gateway/auth");
     let api_path = s
         .has("api_path")
         .then(|| url_path(s, "api_path", "/api/v1/auth/login"));
@@ -619,6 +620,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
     if let Some(api) = &api_path {
         own.push(("api_path", api));
     }
+    own.push(("forward_auth_path", &forward_auth_path));
     own.push(("(sessions page)", crate::routes::SESSIONS_PATH));
     own.push(("(health check)", crate::routes::HEALTH_PATH));
     for (i, (key, p)) in own.iter().enumerate() {
@@ -642,6 +644,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         logout_path,
         api_path,
         app_logout_paths,
+        forward_auth_path,
         language,
         users_file,
         users: Arc::new(users),
@@ -654,6 +657,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         "logout_path",
         "api_path",
         "app_logout_paths",
+        "forward_auth_path",
         "language",
         "users_file",
         "template",

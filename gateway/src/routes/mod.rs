@@ -5,6 +5,7 @@
 //! turned into a reply in one place), so every decision here is tested without sockets. Only
 //! proxy.rs touches pingora's `Session`: it builds the view, and sends the reply.
 
+mod forward_auth;
 mod login;
 mod logout;
 mod refusal;
@@ -34,6 +35,8 @@ pub enum Route {
     Logout,
     Sessions,
     Health,
+    /// `[login] forward_auth_path`: the session check for another proxy.
+    ForwardAuth,
 }
 
 /// Which of the gateway's own endpoints `path` is, if any.
@@ -49,6 +52,8 @@ pub fn route_for(app: &App, path: &str) -> Option<Route> {
         Some(Route::Sessions)
     } else if path == HEALTH_PATH {
         Some(Route::Health)
+    } else if path == login.forward_auth_path {
+        Some(Route::ForwardAuth)
     } else {
         None
     }
@@ -60,6 +65,9 @@ pub struct RequestView<'r> {
     /// The body of a `POST`, as read at the edge (capped); empty for other methods.
     pub body: Result<Bytes, BodyError>,
     pub origin: Origin,
+    /// The TCP peer is a trusted proxy (or loopback when none is configured): only then are
+    /// forwarded headers about the original request believed.
+    pub from_proxy: bool,
 }
 
 /// A handler's outcome.
@@ -69,6 +77,8 @@ pub type Handled = Result<Reply, Refusal>;
 pub async fn serve(app: &App, route: Route, view: &RequestView<'_>) -> Reply {
     let handled = match (route, &view.head.method) {
         (Route::Health, &Method::GET | &Method::HEAD) => Ok(health(app).await),
+        // nginx's auth_request keeps the original method; the answer does not depend on it.
+        (Route::ForwardAuth, _) => forward_auth::check(app, view).await,
         (Route::Login, &Method::GET | &Method::HEAD) => Ok(login::page(app, view.head)),
         (Route::Login, &Method::POST) => login::submit(app, view, false).await,
         (Route::ApiLogin, &Method::POST) => login::submit(app, view, true).await,
@@ -205,6 +215,7 @@ mod tests {
                 head: &req.head,
                 body: Err(error),
                 origin: req.origin(),
+                from_proxy: false,
             };
             let reply = serve(&t.app, Route::Logout, &view).await;
             assert_eq!(reply.status, status, "{error:?}");
