@@ -294,7 +294,7 @@ impl Req {
 
     /// The request as sent from another client address.
     /// As if a trusted proxy (nginx `auth_request`, Caddy `forward_auth`) sent it.
-    pub fn from_proxy(mut self) -> Req {
+    pub fn via_proxy(mut self) -> Req {
         self.from_proxy = true;
         self
     }
