@@ -8,6 +8,10 @@ keyed with GATEWAY_IDENTITY_SECRET over these seven fields joined by "\\n" (no s
     X-Auth-User, X-Auth-Roles  (header values as sent, UTF-8; absent header = empty)
 Without it, anyone who can reach the app directly could claim to be any user.
 
+Rotating the key: put the new key in GATEWAY_IDENTITY_SECRET and the old one in
+GATEWAY_IDENTITY_PREVIOUS_SECRETS (comma-separated) and restart the app; then give the gateway
+the new signing_secret; once every gateway signs with it, drop the previous one here.
+
 EXEMPT_PATHS is the one list of paths answered without an assertion ("/"-terminated entries
 are prefixes, the others exact paths). List each of them in the gateway's ``[access] public``
 as well: they exist for callers without a session, and the gateway lets those through only on
@@ -57,24 +61,38 @@ def _target():
     return (path + "?" + query if query else path).encode("latin-1")
 
 
-def verify(secret, max_skew):
+def verify(secrets, max_skew):
+    """True if the request's assertion was made with one of ``secrets`` (bytes) in time."""
     m = _ASSERTION.fullmatch(request.headers.get("X-Auth-Assertion", ""))
     if not m or abs(time.time() - int(m[1])) > max_skew:
         return False
     msg = b"\n".join([b"v1", m[1].encode(), request.method.encode(), _target(), _wire("HTTP_X_AUTH_USER_ID"),
                       _wire("HTTP_X_AUTH_USER"), _wire("HTTP_X_AUTH_ROLES")])
-    return hmac.compare_digest(hmac.new(secret, msg, hashlib.sha256).hexdigest(), m[2])
+    # Every key is tried (no early exit), so the time taken does not tell which one matched.
+    matches = [hmac.compare_digest(hmac.new(s, msg, hashlib.sha256).hexdigest(), m[2]) for s in secrets]
+    return any(matches)
+
+
+def _keys(secret):
+    """The accepted keys: ``secret`` (a str or a list of str, current first), or the
+    environment's current key plus any previous ones of a rotation."""
+    if secret is None:
+        previous = re.split(r"[,\s]+", os.environ.get("GATEWAY_IDENTITY_PREVIOUS_SECRETS", "").strip())
+        secret = [os.environ["GATEWAY_IDENTITY_SECRET"]] + [p for p in previous if p]
+    elif isinstance(secret, str):
+        secret = [secret]
+    return [s.encode() for s in secret]
 
 
 def init_app(app, login_manager, load_user=None, exempt=EXEMPT_PATHS, secret=None, max_skew=None):
     """``load_user(id_str)`` defaults to the app's own @login_manager.user_loader."""
-    secret = (secret or os.environ["GATEWAY_IDENTITY_SECRET"]).encode()
+    secrets = _keys(secret)
     max_skew = int(os.environ.get("GATEWAY_ASSERTION_MAX_SKEW", "60")) if max_skew is None else max_skew
 
     def verified():
         # Cached: the hook below and the first use of current_user both ask.
         if "_gateway_verified" not in g:
-            g._gateway_verified = verify(secret, max_skew)
+            g._gateway_verified = verify(secrets, max_skew)
         return g._gateway_verified
 
     def header(key):

@@ -390,3 +390,28 @@ def test_flashes_before_other_redirects_are_kept():
     client.get("/save/login", headers=signed({}, target="/save/login"))
     with client.session_transaction() as session:
         assert "_flashes" not in session
+
+
+def test_during_a_key_rotation_both_keys_are_accepted():
+    new = "new-identity-secret-fedcba9876543210"
+    app = Flask("rotating")
+    app.secret_key = "tiny"
+    lm = LoginManager(app)
+    gateway_auth.init_app(app, lm, secret=[new, SECRET], max_skew=60)
+
+    @app.get("/who")
+    def who():
+        return {"user": current_user.get_id() if current_user.is_authenticated else None}
+
+    client = app.test_client()
+    for key in (SECRET, new):
+        assert client.get("/who", headers=signed(BOB, target="/who", secret=key)).get_json() == {"user": "2"}
+    assert client.get("/who", headers=signed(BOB, target="/who", secret="x" * 36)).status_code == 403
+
+
+def test_previous_keys_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GATEWAY_IDENTITY_SECRET", "current-key")
+    monkeypatch.setenv("GATEWAY_IDENTITY_PREVIOUS_SECRETS", "old-one, old-two")
+    assert gateway_auth._keys(None) == [b"current-key", b"old-one", b"old-two"]
+    monkeypatch.delenv("GATEWAY_IDENTITY_PREVIOUS_SECRETS")
+    assert gateway_auth._keys(None) == [b"current-key"]

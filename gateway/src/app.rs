@@ -22,7 +22,7 @@ use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
 use crate::session::backend::{RedisBackend, SessionBackend};
 use crate::session::cache::ValidationCache;
-use crate::session::{Keys, SessionGate, SessionStore};
+use crate::session::{Keys, SealedWith, SessionGate, SessionStore};
 use crate::web::cookies::CookiePolicy;
 
 /// How many of [`App::hidden_cookies`] are the gateway's own: the session and the login nonce.
@@ -133,7 +133,7 @@ impl App {
         .collect();
         Ok(Arc::new(App {
             clock: parts.clock,
-            keys: Keys::derive(&config.session.secret),
+            keys: Keys::with_previous(&config.session.secret, &config.session.previous_secrets),
             cookies: CookiePolicy {
                 secure: config.session.cookie_secure,
             },
@@ -178,6 +178,21 @@ impl App {
         } else {
             Readiness::Ready
         }
+    }
+
+    /// During a secret rotation (`previous_secrets`): the `Set-Cookie` that re-issues the
+    /// request's session cookie under the current secret, when a previous one sealed it.
+    /// Without previous secrets it costs nothing.
+    pub fn resealed_cookie(&self, req: &RequestHeader) -> Option<String> {
+        if !self.keys.rotating() {
+            return None;
+        }
+        let name = &self.config.session.cookie_name;
+        crate::web::cookies::values(&req.headers, name)
+            .into_iter()
+            .find_map(|value| self.keys.open_sealed(value))
+            .filter(|(_, sealed)| *sealed == SealedWith::Previous)
+            .map(|(id, _)| self.cookies.session(name, &self.keys.seal(&id)))
     }
 
     /// Which session, if any, a request presents.

@@ -121,6 +121,9 @@ pub enum LimitPolicy {
 pub struct SessionSettings {
     pub cookie_name: String,
     pub secret: Secret,
+    /// Secrets of a rotation still accepted (cookies and forms sealed with them are re-issued
+    /// under `secret`).
+    pub previous_secrets: Vec<Secret>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub touch_interval: Duration,

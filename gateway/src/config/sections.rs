@@ -467,6 +467,7 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
     if let Some(message) = secret.as_ref().and_then(weak_key) {
         s.problem("secret", message);
     }
+    let previous_secrets = read_previous_secrets(s, ctx);
     let idle_timeout = s.duration("idle_timeout", Duration::from_secs(30 * 60));
     let absolute_timeout = s.duration("absolute_timeout", Duration::from_secs(8 * 3600));
     if idle_timeout < Duration::from_secs(1) {
@@ -506,6 +507,7 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
     let settings = SessionSettings {
         cookie_name,
         secret: secret.unwrap_or_else(|| Secret::new(Vec::new())),
+        previous_secrets,
         idle_timeout,
         absolute_timeout,
         touch_interval,
@@ -520,6 +522,9 @@ pub(super) fn read_session(s: &Section, ctx: &Ctx, upstream: &UpstreamSettings) 
         "secret",
         "secret_env",
         "secret_file",
+        "previous_secrets",
+        "previous_secrets_env",
+        "previous_secrets_file",
         "idle_timeout",
         "absolute_timeout",
         "touch_interval",
@@ -704,6 +709,63 @@ pub(super) fn read_database(s: &Section, ctx: &Ctx) -> DatabaseSettings {
 const MIN_KEY_VARIETY: usize = 8;
 
 /// What is wrong with an HMAC key, if anything.
+/// Secrets still accepted during a rotation: a list inline, or one per line (or separated by
+/// commas or spaces) in an environment variable or a file. Each must be as strong as `secret`.
+fn read_previous_secrets(s: &Section, ctx: &Ctx) -> Vec<Secret> {
+    let given: Vec<&str> = [
+        "previous_secrets",
+        "previous_secrets_env",
+        "previous_secrets_file",
+    ]
+    .into_iter()
+    .filter(|k| s.has(k))
+    .collect();
+    if given.len() > 1 {
+        s.problem(given[1], format!("give only one of {}", given.join(", ")));
+        return Vec::new();
+    }
+    let Some(&key) = given.first() else {
+        return Vec::new();
+    };
+    let texts: Vec<String> = if key == "previous_secrets" {
+        s.get::<Vec<String>>(key).unwrap_or_default()
+    } else {
+        let joined = if key == "previous_secrets_env" {
+            let var = s.get::<String>(key).unwrap_or_default();
+            ctx.env.var(&var).or_else(|| {
+                s.problem(key, format!("environment variable `{var}` is not set"));
+                None
+            })
+        } else {
+            let path = ctx.resolve(&s.get::<String>(key).unwrap_or_default());
+            ctx.env
+                .read_file(&path)
+                .map_err(|e| s.problem(key, format!("cannot read `{}`: {e}", path.display())))
+                .ok()
+        };
+        joined
+            .unwrap_or_default()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    texts
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let secret = Secret::new(text);
+            match weak_key(&secret) {
+                Some(message) => {
+                    s.problem(key, format!("previous secret #{}: {message}", i + 1));
+                    None
+                }
+                None => Some(secret),
+            }
+        })
+        .collect()
+}
+
 fn weak_key(key: &Secret) -> Option<String> {
     let advice = "use at least 32 random bytes, e.g. `openssl rand -hex 32`";
     if key.len() < MIN_SECRET_BYTES {

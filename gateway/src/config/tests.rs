@@ -468,3 +468,44 @@ fn redis_is_reached_one_way_and_tls_files_need_tls() {
     assert_eq!(ok.redis.wait_replicas, 1);
     assert!(ok.redis.tls.is_none());
 }
+
+#[test]
+fn previous_secrets_of_a_rotation_are_read_and_checked() {
+    let with = |line: &str| {
+        MINIMAL.replace(
+            "secret = \"0123456789abcdef0123456789abcdef\"",
+            &format!("secret = \"0123456789abcdef0123456789abcdef\"\n{line}"),
+        )
+    };
+    let c = parse(&with(
+        "previous_secrets = [\"fedcba9876543210fedcba9876543210\", \"a1b2c3d4e5f60718293a4b5c6d7e8f90\"]",
+    ))
+    .expect("valid");
+    assert_eq!(c.session.previous_secrets.len(), 2);
+
+    let env = StaticEnvironment {
+        vars: [(
+            "OLD_SECRETS".to_string(),
+            "fedcba9876543210fedcba9876543210,\na1b2c3d4e5f60718293a4b5c6d7e8f90\n".to_string(),
+        )]
+        .into(),
+        ..StaticEnvironment::default()
+    };
+    let dir = tempdir_with_users();
+    let c = Config::parse(
+        "gw.toml",
+        &with("previous_secrets_env = \"OLD_SECRETS\""),
+        &dir,
+        &env,
+    )
+    .expect("valid");
+    assert_eq!(c.session.previous_secrets.len(), 2);
+
+    let problems = problems_of(&with("previous_secrets = [\"short\"]"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].2.contains("previous secret #1"), "{problems:?}");
+    assert!(
+        !problems[0].2.contains("short\""),
+        "the secret is never echoed"
+    );
+}

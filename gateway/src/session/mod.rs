@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use presented::{Presented, SessionGate};
 pub use store::{CreateOutcome, SessionStore};
-pub use token::{Handle, Keys, SessionId};
+pub use token::{Handle, Keys, SealedWith, SessionId};
 
 /// What Redis holds for one session. Nothing in it can be replayed as a cookie.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,31 +66,74 @@ impl std::fmt::Display for Handle {
 }
 
 /// Keys derived from the configured secret, one per purpose, so a tag made for one use can
-/// never be replayed as another.
+/// never be replayed as another; and those of the previous secrets of a rotation, which are
+/// still accepted but never used to seal.
 #[derive(Clone)]
 pub struct Keys {
+    current: KeySet,
+    previous: Vec<KeySet>,
+}
+
+#[derive(Clone)]
+struct KeySet {
     cookie: [u8; 32],
     csrf: [u8; 32],
 }
 
-impl Keys {
-    pub fn derive(secret: &Secret) -> Keys {
-        Keys {
+impl KeySet {
+    fn derive(secret: &Secret) -> KeySet {
+        KeySet {
             cookie: derive_key(secret, b"gateway/session-cookie/v1"),
             csrf: derive_key(secret, b"gateway/csrf/v1"),
         }
+    }
+}
+
+/// Which secret a cookie was sealed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedWith {
+    Current,
+    /// A previous secret of a rotation: the cookie is re-issued under the current one.
+    Previous,
+}
+
+impl Keys {
+    pub fn derive(secret: &Secret) -> Keys {
+        Keys::with_previous(secret, &[])
+    }
+
+    pub fn with_previous(secret: &Secret, previous: &[Secret]) -> Keys {
+        Keys {
+            current: KeySet::derive(secret),
+            previous: previous.iter().map(KeySet::derive).collect(),
+        }
+    }
+
+    /// Whether previous secrets are still accepted (a rotation is under way).
+    pub fn rotating(&self) -> bool {
+        !self.previous.is_empty()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &KeySet> {
+        std::iter::once(&self.current).chain(&self.previous)
     }
 
     /// The cookie value for `id`.
     pub fn seal(&self, id: &SessionId) -> String {
         let mut out = [0u8; ID_LEN + TAG_LEN];
         out[..ID_LEN].copy_from_slice(&id.0);
-        out[ID_LEN..].copy_from_slice(&mac(&self.cookie, &id.0));
+        out[ID_LEN..].copy_from_slice(&mac(&self.current.cookie, &id.0));
         URL_SAFE_NO_PAD.encode(out)
     }
 
-    /// The session id inside a cookie value, if the value is well-formed and its tag is ours.
+    /// The session id inside a cookie value, if the value is well-formed and its tag is ours
+    /// (made with the current secret or a previous one).
     pub fn open(&self, value: &str) -> Option<SessionId> {
+        self.open_sealed(value).map(|(id, _)| id)
+    }
+
+    /// [`Keys::open`], also saying which secret sealed it.
+    pub fn open_sealed(&self, value: &str) -> Option<(SessionId, SealedWith)> {
         if value.len() != COOKIE_VALUE_LEN {
             return None;
         }
@@ -99,12 +142,22 @@ impl Keys {
             return None;
         }
         let (id, tag) = bytes.split_at(ID_LEN);
-        let mut m = HmacSha256::new_from_slice(&self.cookie).ok()?;
-        m.update(id);
-        m.verify_slice(tag).ok()?;
+        let verifies = |keys: &KeySet| {
+            HmacSha256::new_from_slice(&keys.cookie).is_ok_and(|mut m| {
+                m.update(id);
+                m.verify_slice(tag).is_ok()
+            })
+        };
+        let sealed = if verifies(&self.current) {
+            SealedWith::Current
+        } else if self.previous.iter().any(verifies) {
+            SealedWith::Previous
+        } else {
+            return None;
+        };
         let mut raw = [0u8; ID_LEN];
         raw.copy_from_slice(id);
-        Some(SessionId(raw))
+        Some((SessionId(raw), sealed))
     }
 
     /// The anti-forgery token of a login form, bound to the nonce in the browser's cookie.
@@ -127,19 +180,22 @@ impl Keys {
 
     /// An anti-forgery token bound to `context`.
     fn csrf_token(&self, context: &str) -> String {
-        hex::encode(&mac(&self.csrf, context.as_bytes())[..16])
+        hex::encode(&mac(&self.current.csrf, context.as_bytes())[..16])
     }
 
-    /// Constant-time check of a token made by [`Keys::csrf_token`].
+    /// Constant-time check of a token made by [`Keys::csrf_token`], under the current secret
+    /// or a previous one (a form rendered just before a rotation still submits).
     fn csrf_valid(&self, context: &str, token: &str) -> bool {
         let Ok(given) = hex::decode(token) else {
             return false;
         };
-        let Ok(mut m) = HmacSha256::new_from_slice(&self.csrf) else {
-            return false;
-        };
-        m.update(context.as_bytes());
-        m.verify_truncated_left(&given).is_ok() && given.len() == 16
+        given.len() == 16
+            && self.all().any(|keys| {
+                HmacSha256::new_from_slice(&keys.csrf).is_ok_and(|mut m| {
+                    m.update(context.as_bytes());
+                    m.verify_truncated_left(&given).is_ok()
+                })
+            })
     }
 }
 
@@ -195,6 +251,32 @@ mod tests {
         assert!(Handle::parse(handle.as_str()).is_some());
         assert!(keys().open(handle.as_str()).is_none());
         assert!(!keys().seal(&id).contains(handle.as_str()));
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_previous_secret_and_seals_with_the_new_one() {
+        let old = Secret::new("0123456789abcdef0123456789abcdef");
+        let new = Secret::new("fedcba9876543210fedcba9876543210");
+        let id = SessionId::generate().unwrap();
+        let before = Keys::derive(&old).seal(&id);
+        let form = Keys::derive(&old).csrf_token("nonce-1");
+        let rotated = Keys::with_previous(&new, &[old]);
+        assert_eq!(
+            rotated.open_sealed(&before),
+            Some((id.clone(), SealedWith::Previous))
+        );
+        let after = rotated.seal(&id);
+        assert_ne!(after, before);
+        assert_eq!(
+            rotated.open_sealed(&after),
+            Some((id.clone(), SealedWith::Current))
+        );
+        assert!(rotated.csrf_valid("nonce-1", &form));
+        // Once the old secret is dropped, what it sealed is refused.
+        let done = Keys::derive(&new);
+        assert_eq!(done.open(&before), None);
+        assert_eq!(done.open(&after), Some(id));
+        assert!(!done.csrf_valid("nonce-1", &form));
     }
 
     #[test]
