@@ -22,6 +22,7 @@ use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
 use crate::session::backend::{RedisBackend, SessionBackend};
 use crate::session::cache::ValidationCache;
+use crate::session::refresh::Refresher;
 use crate::session::{Keys, SealedWith, SessionGate, SessionStore};
 use crate::web::cookies::CookiePolicy;
 
@@ -35,6 +36,8 @@ pub struct App {
     pub cookies: CookiePolicy,
     pub store: Arc<SessionStore>,
     pub auth: Authenticator,
+    /// When sessions' users are read again (`[login] refresh_interval`).
+    pub refresher: Refresher,
     pub throttle: LoginThrottle,
     pub metrics: Metrics,
     pub audit: Audit,
@@ -139,6 +142,7 @@ impl App {
             },
             store,
             auth: Authenticator::new(users, database),
+            refresher: Refresher::new(config.login.refresh_interval),
             throttle,
             metrics,
             audit,
@@ -202,6 +206,8 @@ impl App {
             keys: &self.keys,
             store: &self.store,
             audit: &self.audit,
+            auth: &self.auth,
+            refresher: &self.refresher,
         }
     }
 }

@@ -755,3 +755,94 @@ async fn hung_database_means_503_within_the_timeout() {
     );
     black_hole.abort();
 }
+
+/// `[login] refresh_interval`: a user demoted or deactivated in the app's table while signed
+/// in loses the role or the session at the next request past the interval (here every
+/// request), audited; with the table down the last known state is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_demoted_or_deactivated_while_signed_in_is_refreshed() {
+    let db = TestDb::new().await;
+    db.seed_whalefall().await;
+    let s = Stack::start_with(|c| {
+        with_database(c, &db.url(), false, "timeout = \"1s\"\n").replace(
+            "logout_path = \"/logout\"",
+            "logout_path = \"/logout\"\nrefresh_interval = \"0s\"",
+        )
+    })
+    .await;
+    let (admin, _) = login_ok(&s.gw, "admin", ADMIN_PW).await;
+    let (reader, _) = login_ok(&s.gw, "reader", USER_PW).await;
+    assert_eq!(
+        whoami(&s.gw, &admin)
+            .await
+            .header("x-auth-roles")
+            .as_deref(),
+        Some("admin")
+    );
+
+    let sql = db.client().await;
+    sql.execute(
+        "UPDATE users SET role = 'user' WHERE username = 'admin'",
+        &[],
+    )
+    .await
+    .unwrap();
+    // Demoted: the next request already carries the new role, and so does the record.
+    assert_eq!(
+        whoami(&s.gw, &admin)
+            .await
+            .header("x-auth-roles")
+            .as_deref(),
+        Some("user")
+    );
+    let sessions = s.session_keys();
+    let records: Vec<serde_json::Value> = sessions
+        .iter()
+        .map(|k| {
+            let raw: String = redis::cmd("GET")
+                .arg(k)
+                .query(&mut s.redis.connection())
+                .unwrap();
+            serde_json::from_str(&raw).unwrap()
+        })
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["username"] == "admin" && r["roles"] == serde_json::json!(["user"])),
+        "{records:?}"
+    );
+
+    // Deactivated: the session ends at the next request, and the trail says why.
+    sql.execute(
+        "UPDATE users SET is_active = false WHERE username = 'reader'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let resp = client_with_timeout(GUARD)
+        .get(s.gw.url("/whoami"))
+        .header("accept", "application/json")
+        .header("cookie", session_cookie_header(&reader))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.gw.logs().contains("\"user_disabled\"") {
+        assert!(Instant::now() < deadline, "no audit line:\n{}", s.gw.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.gw.logs().contains("\"session_ended\""));
+
+    // The table down: the admin keeps the last known state (now "user") instead of a 503.
+    db.take_down().await;
+    assert_eq!(
+        whoami(&s.gw, &admin)
+            .await
+            .header("x-auth-roles")
+            .as_deref(),
+        Some("user")
+    );
+    db.bring_back().await;
+}

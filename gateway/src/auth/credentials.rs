@@ -86,6 +86,27 @@ impl Authenticator {
     }
 }
 
+/// What the credential sources say now about a signed-in user (for `refresh_interval`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserNow {
+    Active(Identity),
+    Disabled,
+    /// Deleted, or renamed (the name is no one's now, or another id's).
+    Removed,
+}
+
+impl Authenticator {
+    /// Reads the signed-in user `id`, known as `username`, again (users file, then database).
+    pub async fn current(&self, id: &str, username: &str) -> Result<UserNow, CredentialError> {
+        Ok(match self.find(username).await? {
+            Some(user) if user.identity.id != id => UserNow::Removed,
+            None => UserNow::Removed,
+            Some(user) if user.disabled => UserNow::Disabled,
+            Some(user) => UserNow::Active(user.identity),
+        })
+    }
+}
+
 /// The outcome of one login attempt. The client is told only "accepted" or "rejected"; the
 /// reason goes to the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -154,6 +154,8 @@ pub struct LoginSettings {
     pub template: Option<String>,
     pub database: Option<DatabaseSettings>,
     pub throttle: ThrottleSettings,
+    /// How often a session's user is read again (`refresh_interval`); `None` = never.
+    pub refresh_interval: Option<Duration>,
 }
 
 /// Failed-login limits; `None` switches a limit off.

@@ -641,6 +641,12 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
             );
         }
     }
+    let refresh_interval = s
+        .parse_with("refresh_interval", |v| match v {
+            "off" => Ok(None),
+            _ => parse_duration(v).map(Some),
+        })
+        .unwrap_or(Some(Duration::from_secs(5 * 60)));
     let language = s
         .parse_with("language", LanguageChoice::parse)
         .unwrap_or(LanguageChoice::Auto);
@@ -656,6 +662,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         template,
         database,
         throttle,
+        refresh_interval,
     };
     s.finish(&[
         "path",
@@ -663,6 +670,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         "api_path",
         "app_logout_paths",
         "forward_auth_path",
+        "refresh_interval",
         "language",
         "users_file",
         "template",

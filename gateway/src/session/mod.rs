@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod cache;
 pub mod presented;
+pub mod refresh;
 pub mod store;
 pub mod token;
 pub mod tracking;

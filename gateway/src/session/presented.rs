@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
+use super::refresh::Refresher;
 use super::store::Lookup;
 use super::{Keys, LiveSession, SessionStore};
 use crate::audit::{Audit, AuditEvent};
+use crate::auth::credentials::{Authenticator, UserNow};
 use crate::errors::StoreError;
 use crate::web::cookies;
 use crate::web::request::Origin;
@@ -36,6 +38,9 @@ pub struct SessionGate<'a> {
     pub keys: &'a Keys,
     pub store: &'a Arc<SessionStore>,
     pub audit: &'a Audit,
+    /// Who the users are now, for `refresh_interval`.
+    pub auth: &'a Authenticator,
+    pub refresher: &'a Refresher,
 }
 
 impl SessionGate<'_> {
@@ -70,6 +75,9 @@ impl SessionGate<'_> {
             }
             Lookup::Live(session) => {
                 let now = self.store.now_ms();
+                let Some(session) = self.refreshed(session, now, origin).await else {
+                    return Ok(Presented::Ended);
+                };
                 if self.store.claim_touch(&session, now) {
                     let store = self.store.clone();
                     let touched = session.clone();
@@ -82,6 +90,53 @@ impl SessionGate<'_> {
                 Ok(Presented::Live(session))
             }
         }
+    }
+}
+
+impl SessionGate<'_> {
+    /// The session with its user as the credential sources see them now, when a refresh is
+    /// due ([`super::refresh`]); `None` if that ended it.
+    async fn refreshed(
+        &self,
+        mut session: LiveSession,
+        now: u64,
+        origin: &Origin,
+    ) -> Option<LiveSession> {
+        if !self.refresher.claim(&session, now) {
+            return Some(session);
+        }
+        let record = &session.record;
+        let reason = match self.auth.current(&record.user_id, &record.username).await {
+            Ok(UserNow::Active(identity)) => {
+                if identity.roles != record.roles || identity.username != record.username {
+                    session.record.roles = identity.roles;
+                    session.record.username = identity.username;
+                    if let Err(e) = self.store.rewrite(&session).await {
+                        log::warn!("changed roles not written to the session: {e}");
+                    }
+                }
+                return Some(session);
+            }
+            Ok(UserNow::Disabled) => "user_disabled",
+            Ok(UserNow::Removed) => "user_removed",
+            Err(e) => {
+                log::warn!("user of a session not re-read, last known state kept: {e}");
+                self.refresher.release(&session.handle);
+                return Some(session);
+            }
+        };
+        if let Err(e) = self.store.delete(&session).await {
+            // Refused now anyway; the next request asks again.
+            log::warn!("session of a {reason} user not ended: {e}");
+            self.refresher.release(&session.handle);
+        } else {
+            self.audit.record(
+                AuditEvent::new("session_ended", "gateway", origin)
+                    .session(&session)
+                    .reason(reason),
+            );
+        }
+        None
     }
 }
 

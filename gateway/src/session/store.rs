@@ -212,6 +212,19 @@ impl SessionStore {
         Ok(())
     }
 
+    /// Writes a changed record (the user's roles or name, after a refresh) in place, keeping
+    /// its deadlines; only if the session still exists.
+    pub async fn rewrite(&self, session: &LiveSession) -> Result<(), StoreError> {
+        let ttl = self.ttl_ms(&session.record);
+        self.backend
+            .replace(&session.handle, &session.record, ttl)
+            .await?;
+        if let Some(cache) = &self.cache {
+            cache.invalidate([&session.handle]);
+        }
+        Ok(())
+    }
+
     /// Ends one session everywhere at once.
     pub async fn delete(&self, session: &LiveSession) -> Result<(), StoreError> {
         self.delete_all(std::slice::from_ref(session))
