@@ -9,6 +9,7 @@
 //! the operator's file; [`errors`] says which error goes where. `testing` (tests only) builds
 //! the whole app over memory and a manual clock.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod assertion;

@@ -27,10 +27,12 @@ pub enum Outcome {
     GatewayPage,
     BadRequest,
     UpstreamError,
+    /// Refused by an access rule (403).
+    Forbidden,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Proxied,
         Outcome::Public,
         Outcome::Unauthenticated,
@@ -38,6 +40,7 @@ impl Outcome {
         Outcome::GatewayPage,
         Outcome::BadRequest,
         Outcome::UpstreamError,
+        Outcome::Forbidden,
     ];
 
     fn label(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Outcome {
             Outcome::GatewayPage => "gateway_page",
             Outcome::BadRequest => "bad_request",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::Forbidden => "forbidden",
         }
     }
 }
@@ -58,7 +62,7 @@ impl Outcome {
 pub struct Metrics {
     registry: Registry,
     /// One counter per [`Outcome`], resolved once: no label lookup per request.
-    requests: [IntCounter; 7],
+    requests: [IntCounter; 8],
     logins: IntCounterVec,
     redis_duration: Histogram,
     redis_errors: IntCounter,

@@ -34,7 +34,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access::{self, Verdict};
 use crate::app::{App, OWN_COOKIES};
+use crate::audit::AuditEvent;
 use crate::errors::http_status;
 use crate::metrics::Outcome;
 use crate::routes::{self, route_for, RequestView};
@@ -63,6 +65,8 @@ pub struct RequestCtx {
     /// A same-origin POST to one of the app's logout paths: if the app accepts it, the gateway
     /// session ends too.
     app_logout: bool,
+    /// During a secret rotation: the session cookie re-issued under the current secret.
+    resealed: Option<String>,
     outcome: Outcome,
 }
 
@@ -86,6 +90,7 @@ impl ProxyHttp for Gateway {
             live: None,
             hidden_cookies_sent: 0,
             app_logout: false,
+            resealed: None,
             outcome: Outcome::Proxied,
         }
     }
@@ -145,17 +150,40 @@ impl ProxyHttp for Gateway {
             send(reply, session).await?;
             return Ok(true);
         }
-        if app.config.is_public(&path) || is_cors_preflight(session.req_header()) {
+        let verdict = access::verdict(&app.config, session.req_header().method.as_str(), &path);
+        if verdict == Verdict::Public || is_cors_preflight(session.req_header()) {
             ctx.outcome = Outcome::Public;
             return Ok(false);
+        }
+        if verdict == Verdict::Deny {
+            // Closed to everyone: no session check, and nothing about anyone to record beyond
+            // an attempt.
+            app.audit.record_attempt(
+                AuditEvent::new("access_denied", "gateway", &origin).reason("deny_rule"),
+            );
+            ctx.outcome = Outcome::Forbidden;
+            send(routes::forbidden(app, session.req_header()), session).await?;
+            return Ok(true);
         }
         let (reply, outcome) = match app
             .sessions()
             .presented(session.req_header(), &origin)
             .await
         {
+            Ok(Presented::Live(live)) if !verdict.admits(&live.record.roles) => {
+                app.audit.record(
+                    AuditEvent::new("access_denied", "gateway", &origin)
+                        .session(&live)
+                        .reason(denied_request(session.req_header().method.as_str(), &path)),
+                );
+                (
+                    routes::forbidden(app, session.req_header()),
+                    Outcome::Forbidden,
+                )
+            }
             Ok(Presented::Live(live)) => {
                 let req = session.req_header();
+                ctx.resealed = app.resealed_cookie(req);
                 // The app's logout form carries the app's CSRF token, not ours: the app decides
                 // whether this is a real logout (its answer, in `response_filter`), and the
                 // origin check keeps another site from ever ending the session.
@@ -320,6 +348,9 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
+        if let Some(cookie) = ctx.resealed.take() {
+            response.append_header("set-cookie", cookie)?;
+        }
         // While draining, every response closes its connection, so clients reconnect (through
         // the load balancer, to another instance) instead of reusing this one.
         if self.app.is_draining() {
@@ -365,6 +396,12 @@ async fn send(reply: Reply, session: &mut Session) -> Result<()> {
 
 /// Reads the whole request body of one of the gateway's own endpoints, refusing more than
 /// `limit` bytes.
+/// The audit reason of a denial: method and path (capped; the query is left out).
+fn denied_request(method: &str, path: &str) -> String {
+    let path: String = path.chars().take(200).collect();
+    format!("{method} {path}")
+}
+
 fn expects_continue(req: &RequestHeader) -> bool {
     req.version == http::Version::HTTP_11
         && req

@@ -9,6 +9,7 @@
 mod session_helpers;
 mod support;
 
+mod access_rules;
 mod admin;
 mod admin_api;
 mod audit;

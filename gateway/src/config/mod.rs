@@ -189,6 +189,8 @@ pub struct IdentitySettings {
 #[derive(Debug, Clone)]
 pub struct AccessSettings {
     pub public: Vec<String>,
+    /// `[[access.rules]]`, in file order (see [`crate::access`]).
+    pub rules: Vec<crate::access::AccessRule>,
 }
 
 #[derive(Debug, Clone)]

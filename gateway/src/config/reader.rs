@@ -267,6 +267,51 @@ impl<'d, 'i> Section<'d, 'i> {
         }
     }
 
+    /// An array of tables such as `[[access.rules]]`, each named `access.rules[N]` (from 1) in
+    /// messages; empty when absent, reported when not an array of tables.
+    pub fn sections(&self, key: &str) -> Vec<Section<'d, 'i>> {
+        let Some(value) = self.entry(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.problem(key, "must be an array of tables ([[...]])");
+            return Vec::new();
+        };
+        let base = if self.name.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.name)
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item.get_ref() {
+                DeValue::Table(table) => Some(Section {
+                    doc: self.doc,
+                    name: format!("{base}[{}]", i + 1),
+                    table,
+                    span: item.span(),
+                    used: RefCell::new(Vec::new()),
+                }),
+                _ => {
+                    self.doc
+                        .report_at(&item.span(), &self.label(key), "must be a table");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Reports a problem at a line of the file, under its own label.
+    pub fn problem_at_line(&self, line: usize, label: &str, message: impl Into<String>) {
+        self.doc.report(Some(line), label, message);
+    }
+
+    /// The line a section starts on.
+    pub fn line(&self) -> usize {
+        self.doc.line_of(self.span.start)
+    }
+
     /// An empty stand-in for an absent section, so defaults flow through the same code.
     pub fn empty(&self, key: &str, empty: &'d DeTable<'i>) -> Section<'d, 'i> {
         Section {

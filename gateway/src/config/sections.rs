@@ -10,8 +10,10 @@ use ipnet::IpNet;
 
 use super::reader::Section;
 use super::*;
+use crate::access::{AccessRule, Requirement};
 use crate::auth::users::UserTable;
 use crate::env::{Environment, Secret};
+use crate::web::request::has_dot_segments;
 
 pub(super) const SECTIONS: &[&str] = &[
     "server", "upstream", "redis", "session", "login", "access", "admin", "audit", "identity",
@@ -807,8 +809,69 @@ pub(super) fn read_access(s: &Section) -> AccessSettings {
             s.problem("public", format!("`{p}` must start with '/'"));
         }
     }
-    s.finish(&["public"]);
-    AccessSettings { public }
+    let rules: Vec<AccessRule> = s.sections("rules").iter().filter_map(read_rule).collect();
+    for (shadowed, by) in crate::access::shadowed(&rules) {
+        s.problem_at_line(
+            shadowed.line,
+            "[[access.rules]]",
+            format!(
+                "`{}` is shadowed by the rule at line {} (same path and methods): it never decides",
+                shadowed.path, by.line
+            ),
+        );
+    }
+    s.finish(&["public", "rules"]);
+    AccessSettings { public, rules }
+}
+
+/// One `[[access.rules]]` table: `path`, optional `methods`, and exactly one of `roles`,
+/// `public = true` or `deny = true`.
+fn read_rule(r: &Section) -> Option<AccessRule> {
+    let path = r.required::<String>("path");
+    if let Some(p) = &path {
+        let canonical = crate::access::canonical(p);
+        if !p.starts_with('/') || canonical != p.as_str() || has_dot_segments(p) {
+            r.problem(
+                "path",
+                format!("`{p}` must be a plain path starting with '/' (no `//`, `%`, `\\` or dot segments)"),
+            );
+        }
+    }
+    let methods: Vec<String> = r.get_or("methods", Vec::new());
+    for m in &methods {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+            r.problem(
+                "methods",
+                format!("`{m}` is not a method; write e.g. \"POST\""),
+            );
+        }
+    }
+    let roles: Option<Vec<String>> = r.get("roles");
+    let public = r.get::<bool>("public").unwrap_or(false);
+    let deny = r.get::<bool>("deny").unwrap_or(false);
+    let requirement = match (roles, public, deny) {
+        (Some(roles), false, false) if !roles.is_empty() => Some(Requirement::Roles(roles)),
+        (Some(_), false, false) => {
+            r.problem("roles", "needs at least one role (or `deny = true`)");
+            None
+        }
+        (None, true, false) => Some(Requirement::Public),
+        (None, false, true) => Some(Requirement::Deny),
+        _ => {
+            r.problem(
+                "path",
+                "give exactly one of `roles = [...]`, `public = true` or `deny = true`",
+            );
+            None
+        }
+    };
+    r.finish(&["path", "methods", "roles", "public", "deny"]);
+    Some(AccessRule {
+        path: path?,
+        methods,
+        requirement: requirement?,
+        line: r.line(),
+    })
 }
 
 pub(super) fn read_admin(s: &Section, ctx: &Ctx) -> AdminSettings {

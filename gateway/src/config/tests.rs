@@ -509,3 +509,39 @@ fn previous_secrets_of_a_rotation_are_read_and_checked() {
         "the secret is never echoed"
     );
 }
+
+#[test]
+fn access_rules_are_read_checked_and_shadowing_is_reported() {
+    let text = format!(
+        "{MINIMAL}[access]\npublic = [\"/static/\"]\n\n\
+         [[access.rules]]\npath = \"/admin\"\nroles = [\"admin\"]\n\n\
+         [[access.rules]]\npath = \"/admin/status\"\npublic = true\n\n\
+         [[access.rules]]\npath = \"/admin\"\nmethods = [\"DELETE\"]\ndeny = true\n"
+    );
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.access.rules.len(), 3);
+    assert_eq!(
+        c.access.rules[0].requirement,
+        crate::access::Requirement::Roles(vec!["admin".into()])
+    );
+
+    let broken = format!(
+        "{MINIMAL}[[access.rules]]\npath = \"/admin\"\nroles = [\"admin\"]\n\n\
+         [[access.rules]]\npath = \"/admin\"\ndeny = true\n\n\
+         [[access.rules]]\npath = \"//x/../y\"\npublic = true\n\n\
+         [[access.rules]]\npath = \"/z\"\npublic = true\ndeny = true\n\n\
+         [[access.rules]]\npath = \"/m\"\nmethods = [\"get\"]\nroles = [\"a\"]\n"
+    );
+    let problems = problems_of(&broken);
+    let says = |needle: &str| problems.iter().any(|p| p.2.contains(needle));
+    assert!(says("shadowed by the rule at line"), "{problems:?}");
+    assert!(says("must be a plain path"), "{problems:?}");
+    assert!(says("exactly one of"), "{problems:?}");
+    assert!(says("is not a method"), "{problems:?}");
+    // Each at its own line, under its rule's name.
+    assert!(
+        problems.iter().any(|p| p.1 == "[access.rules[3]] path"),
+        "{problems:?}"
+    );
+    assert!(problems.iter().all(|p| p.0.is_some()), "{problems:?}");
+}

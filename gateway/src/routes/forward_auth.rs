@@ -13,6 +13,7 @@
 //!   nginx redirects on it (`error_page 401`); Caddy and Traefik hand a non-2xx answer to the
 //!   browser as it is, so for them (the `X-Forwarded-Uri` style) a page navigation gets the
 //!   302 to the login page itself, and API clients still get the 401;
+//! - 403 when an access rule refuses it (audited as `access_denied`);
 //! - 503 when the session store is down (never a 401: the user may be signed in).
 //!
 //! The session check is the proxy path's: the same cookie rules, the same sliding touch.
@@ -20,7 +21,9 @@
 use pingora::http::RequestHeader;
 
 use super::{Handled, Refusal, RequestView};
+use crate::access::{self, Verdict};
 use crate::app::App;
+use crate::audit::AuditEvent;
 use crate::identity::Identity;
 use crate::session::Presented;
 use crate::web::forward::{ROLES, USER, USER_ID};
@@ -61,12 +64,36 @@ pub async fn check(app: &App, view: &RequestView<'_>) -> Handled {
         ));
     }
     let original = Original::of(view.head);
+    let path = original.uri.split('?').next().unwrap_or("/");
+    let verdict = access::verdict(&app.config, original.method, path);
+    match verdict {
+        Verdict::Public => return Ok(Reply::new(200, "text/plain; charset=utf-8", "")),
+        Verdict::Deny => {
+            app.audit.record_attempt(
+                AuditEvent::new("access_denied", "gateway", &view.origin).reason("deny_rule"),
+            );
+            return Ok(super::forbidden(app, view.head));
+        }
+        Verdict::SignedIn | Verdict::Roles(_) => {}
+    }
     match app
         .sessions()
         .presented(view.head, &view.origin)
         .await
         .map_err(Refusal::Store)?
     {
+        Presented::Live(live) if !verdict.admits(&live.record.roles) => {
+            app.audit.record(
+                AuditEvent::new("access_denied", "gateway", &view.origin)
+                    .session(&live)
+                    .reason(format!(
+                        "{} {}",
+                        original.method,
+                        path.chars().take(200).collect::<String>()
+                    )),
+            );
+            Ok(super::forbidden(app, view.head))
+        }
         Presented::Live(live) => {
             let identity = Identity {
                 id: live.record.user_id.clone(),

@@ -12,7 +12,9 @@ mod refusal;
 mod sessions;
 
 pub use logout::end_for_app_logout;
-pub use refusal::{store_unavailable, unauthenticated, upstream_error, wants_page, Refusal};
+pub use refusal::{
+    forbidden, store_unavailable, unauthenticated, upstream_error, wants_page, Refusal,
+};
 
 use bytes::Bytes;
 use http::Method;

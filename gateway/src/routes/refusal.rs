@@ -88,6 +88,20 @@ impl Refusal {
     }
 }
 
+/// An access rule refuses the request (`[[access.rules]]`): a small page for navigations,
+/// JSON for API clients. The request never reaches the app.
+pub fn forbidden(app: &App, req: &RequestHeader) -> Reply {
+    let texts = app.texts(req);
+    if wants_page(req) {
+        Reply::html(
+            403,
+            pages::error(texts, texts.access_denied, texts.no_access),
+        )
+    } else {
+        Reply::json_error(403, "forbidden", texts.no_access)
+    }
+}
+
 /// Whether the client should get a page rather than JSON.
 pub fn wants_page(req: &RequestHeader) -> bool {
     prefers_html(req) && !wants_json(req)
