@@ -2,17 +2,18 @@
 //!
 //! Only `upstream_peer` is implemented (one fixed upstream, plain HTTP, pingora's own
 //! upstream keep-alive pool), with the same global allocator, release profile and thread
-//! count as the gateway. Whatever the gateway costs on top of this row is the gateway's own
-//! work; what this row costs over nginx is pingora's.
+//! count as the gateway, in pingora's default runtime model: one work-stealing runtime with
+//! THREADS threads behind one listener. Whatever the gateway costs on top of this row is the
+//! gateway's own work; what this row costs over nginx is pingora's.
 //!
 //!   cargo build --release --example bare_proxy
 //!   target/release/examples/bare_proxy LISTEN UPSTREAM THREADS [READ_BUFFER]
 //!   e.g. target/release/examples/bare_proxy 127.0.0.1:8081 127.0.0.1:8000 2
 //!
-//! READ_BUFFER (bytes, optional) sets the listener's L4 read buffer, which every downstream
-//! connection holds for its whole life (pingora's default: 64 KiB). The memory measurement
-//! of `benches/load.sh` runs a second copy with a small one, to show what that buffer costs
-//! per keep-alive connection.
+//! READ_BUFFER (bytes, optional; 0 = none) sets the listener's L4 read buffer, which every
+//! downstream connection holds for its whole life (pingora's default: 64 KiB). The memory
+//! measurement of `benches/load.sh` runs a second copy with a small one, to show what that
+//! buffer costs per keep-alive connection.
 //!
 //! SIGTERM or SIGINT stops it (one second of grace, like the bench's gateway config).
 

@@ -49,12 +49,11 @@ impl SessionGate<'_> {
         req: &RequestHeader,
         origin: &Origin,
     ) -> Result<Presented, StoreError> {
-        let values = cookies::values(&req.headers, self.cookie_name);
-        if values.is_empty() {
+        let mut values = cookies::each_value(&req.headers, self.cookie_name).peekable();
+        if values.peek().is_none() {
             return Ok(Presented::Nothing);
         }
         let Some(id) = values
-            .iter()
             .take(MAX_COOKIES_TRIED)
             .find_map(|v| self.keys.open(v))
         else {

@@ -6,16 +6,23 @@ use http::{HeaderMap, HeaderValue};
 
 /// Every value the client sent for cookie `name`, across all `Cookie` headers.
 pub fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+    each_value(headers, name).collect()
+}
+
+/// [`values`], one at a time: a caller that stops at the first good one allocates nothing.
+pub fn each_value<'h: 'n, 'n>(
+    headers: &'h HeaderMap,
+    name: &'n str,
+) -> impl Iterator<Item = &'h str> + 'n {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
+        .filter_map(move |pair| {
             let (k, v) = pair.trim().split_once('=')?;
             (k.trim() == name).then(|| v.trim().trim_matches('"'))
         })
-        .collect()
 }
 
 /// Most cookie names [`without`] can report on; config keeps lists below it.

@@ -4,8 +4,10 @@
 //! whose name starts with `x-auth-` (case-insensitive, `_` read as `-`, since WSGI folds
 //! `X_Auth_User` and `X-Auth-User` into one variable) is removed first, on every request.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 
 use crate::identity::Identity;
@@ -16,6 +18,14 @@ pub const ROLES: &str = "x-auth-roles";
 
 /// Removes every header a client could use to pose as the gateway.
 pub fn strip_identity_headers(req: &mut RequestHeader) {
+    // Almost no request carries one: look before collecting anything.
+    if !req
+        .headers
+        .keys()
+        .any(|name| is_identity_header(name.as_str()))
+    {
+        return;
+    }
     let spoofed: Vec<http::HeaderName> = req
         .headers
         .keys()
@@ -38,14 +48,85 @@ fn is_identity_header(name: &str) -> bool {
 
 /// Tells the app who the user is.
 pub fn set_identity(req: &mut RequestHeader, identity: &Identity) -> pingora::Result<()> {
-    req.insert_header(USER, identity.username.as_str())?;
-    req.insert_header(USER_ID, identity.id.as_str())?;
-    req.insert_header(ROLES, identity.roles.join(","))?;
+    set_identity_of(req, &identity.id, &identity.username, &identity.roles)
+}
+
+/// [`set_identity`] from borrowed parts, so a request need not copy the session's identity
+/// first.
+pub fn set_identity_of(
+    req: &mut RequestHeader,
+    id: &str,
+    username: &str,
+    roles: &[String],
+) -> pingora::Result<()> {
+    req.insert_header(USER, username)?;
+    req.insert_header(USER_ID, id)?;
+    // A `String` becomes the header value without another copy.
+    req.insert_header(ROLES, roles.join(","))?;
     Ok(())
 }
 
 /// `X-Forwarded-For/-Proto/-Host`. Values a client sent are kept only when it is a trusted proxy.
 pub fn set_forwarded(
+    req: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    peer_is_trusted: bool,
+) -> pingora::Result<()> {
+    match peer {
+        Some(peer) if !peer_is_trusted => set_forwarded_for_stranger(req, peer),
+        _ => set_forwarded_general(req, peer, peer_is_trusted),
+    }
+}
+
+/// What [`set_forwarded_general`] does for a peer that is not a trusted proxy (nearly every
+/// request), without reading or copying the values the client sent: they are all replaced.
+fn set_forwarded_for_stranger(req: &mut RequestHeader, peer: IpAddr) -> pingora::Result<()> {
+    match peer_value(peer) {
+        Some(value) => req.insert_header("x-forwarded-for", value)?,
+        None => req.insert_header("x-forwarded-for", peer.to_string())?,
+    }
+    req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+    // The `Host` value as sent (a reference-counted clone, no copy) if it is text; else the
+    // request target's authority.
+    match req.headers.get(http::header::HOST) {
+        Some(host) if host.to_str().is_ok() => {
+            let host = host.clone();
+            req.insert_header("x-forwarded-host", host)?;
+        }
+        _ => match req.uri.authority().map(|a| a.to_string()) {
+            Some(authority) => req.insert_header("x-forwarded-host", authority)?,
+            None => {
+                req.remove_header("x-forwarded-host");
+            }
+        },
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// The peer address this thread last wrote into `X-Forwarded-For`, as a header value:
+    /// every request of a connection comes from one address, and formatting it afresh for
+    /// each request (text, allocation, copy) was a visible share of the per-request work.
+    static LAST_PEER: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `peer` as a header value: a reference-counted clone of the last one when it is the same
+/// address. `None` only if the text were not a valid value (it always is).
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    LAST_PEER.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, value)) = last.as_ref() {
+            if *ip == peer {
+                return Some(value.clone());
+            }
+        }
+        let value = HeaderValue::try_from(peer.to_string()).ok()?;
+        *last = Some((peer, value.clone()));
+        Some(value)
+    })
+}
+
+fn set_forwarded_general(
     req: &mut RequestHeader,
     peer: Option<IpAddr>,
     peer_is_trusted: bool,
@@ -184,6 +265,63 @@ mod tests {
         assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&r, "x-forwarded-for"), ["10.0.0.2"]);
         assert_eq!(values(&r, "x-forwarded-host"), ["gw.example"]);
+    }
+
+    /// Every header, by name, with its values in order.
+    fn all(r: &RequestHeader) -> Vec<(String, Vec<Vec<u8>>)> {
+        let mut names: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let vs = r.headers.get_all(n.as_str()).iter();
+                let vs = vs.map(|v| v.as_bytes().to_vec()).collect();
+                (n, vs)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_strangers_shortcut_sets_what_the_general_rule_sets() {
+        let host_bytes = http::HeaderValue::from_bytes(b"caf\xc3\xa9.example").unwrap();
+        let cases: Vec<Vec<(&str, http::HeaderValue)>> = vec![
+            vec![],
+            vec![("host", "gw.example".parse().unwrap())],
+            SENT.iter().map(|(k, v)| (*k, v.parse().unwrap())).collect(),
+            vec![
+                ("x-forwarded-for", "1.1.1.1".parse().unwrap()),
+                ("X-Forwarded-For", "2.2.2.2, 3.3.3.3".parse().unwrap()),
+                ("x-forwarded-host", "a.example".parse().unwrap()),
+                ("x-forwarded-host", "b.example".parse().unwrap()),
+                ("x-forwarded-proto", "gopher".parse().unwrap()),
+            ],
+            // Not text: the general rule falls back to the target's authority.
+            vec![("host", host_bytes)],
+        ];
+        let targets: [&[u8]; 2] = [b"/reports?x=1", b"http://target.example:8443/reports"];
+        for headers in &cases {
+            for target in targets {
+                for peer in ["203.0.113.7", "2001:db8::1", "203.0.113.8"] {
+                    let peer: IpAddr = peer.parse().unwrap();
+                    let mut general = RequestHeader::build("GET", target, None).unwrap();
+                    for (k, v) in headers {
+                        general.append_header(k.to_string(), v.clone()).unwrap();
+                    }
+                    let mut shortcut = general.clone();
+                    set_forwarded_general(&mut general, Some(peer), false).unwrap();
+                    set_forwarded(&mut shortcut, Some(peer), false).unwrap();
+                    assert_eq!(all(&shortcut), all(&general), "{headers:?} {peer}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_remembered_peer_value_follows_the_peer() {
+        for peer in ["192.0.2.1", "192.0.2.1", "192.0.2.2", "::1", "192.0.2.1"] {
+            let ip: IpAddr = peer.parse().unwrap();
+            assert_eq!(peer_value(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 
     #[test]
