@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -128,6 +128,12 @@ pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
 /// addresses, so beyond this the threads are shared out among this many workers instead.
 const MAX_WORKERS: usize = 16;
 
+/// Bytes each client connection's read buffer holds. pingora's default (64 KiB, zeroed, kept
+/// for the connection's life) made an idle keep-alive connection cost about 88 KiB; with 4 KiB
+/// it costs about 29 KiB (benches/README.md, "Where the memory goes"). Requests are small;
+/// larger bodies simply take more reads.
+const CONNECTION_READ_BUFFER: usize = 4096;
+
 /// The public proxy, built the way nginx runs its workers: one pingora service per worker,
 /// each on its own single-thread runtime with its own listening socket on the same port
 /// (`SO_REUSEPORT`), so the kernel spreads connections over the workers and a connection, its
@@ -155,7 +161,11 @@ fn proxy_workers(
             proxy.threads = Some(threads / workers + usize::from(i < threads % workers));
             let mut options = TcpSocketOptions::default();
             options.so_reuseport = Some(true);
-            proxy.add_tcp_with_settings(&worker_address(listen, i), options);
+            proxy.add_listener(
+                ListenerConfig::tcp(worker_address(listen, i))
+                    .tcp_socket_options(options)
+                    .l4_buffer(L4BufferSettings::default().read(CONNECTION_READ_BUFFER)),
+            );
             proxy
         })
         .collect()
