@@ -200,6 +200,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn access_rules_apply_to_the_original_request() {
+        let t = TestApp::with(Settings {
+            // The rules follow the [login] lines in the test config.
+            login: "[[access.rules]]\npath = \"/admin\"\nroles = [\"admin\"]\n\n\
+                    [[access.rules]]\npath = \"/open\"\npublic = true\n\n\
+                    [[access.rules]]\npath = \"/closed\"\ndeny = true",
+            ..Settings::default()
+        });
+        let bob = t.login("bob").await;
+        let alice = t.login("alice").await;
+        let denied = t.serve(asking("/admin/x", Some(&t.cookie(&bob)))).await;
+        assert_eq!(denied.status, 403);
+        assert!(denied.header_value("x-auth-user").is_none());
+        assert_eq!(t.events_named("access_denied").len(), 1);
+        let allowed = t.serve(asking("/admin/x", Some(&t.cookie(&alice)))).await;
+        assert_eq!(allowed.status, 200);
+        // Public: no session needed, no identity given; closed: refused to anyone.
+        let open = t.serve(asking("/open/x", None)).await;
+        assert_eq!(open.status, 200);
+        assert!(open.header_value("x-auth-user").is_none());
+        let closed = t.serve(asking("/closed", Some(&t.cookie(&alice)))).await;
+        assert_eq!(closed.status, 403);
+    }
+
+    #[tokio::test]
     async fn only_a_trusted_proxy_is_answered() {
         let t = TestApp::new();
         let cookie = t.login("alice").await;
