@@ -7,7 +7,7 @@
 # 2. cargo test --all-targets      Rust unit tests (gateway/src) and integration tests (tests/it,
 #                                  one binary `it`; real redis-server); --no-fail-fast, so
 #                                  failing unit tests do not skip the integration tests
-# 3. pytest                        example app, compose checks, end-to-end (gateway + app
+# 3. pytest                        example app, compose and Kubernetes manifest checks, end-to-end (gateway + app
 #                                  + Redis + headless Chromium)
 #
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
@@ -41,8 +41,8 @@ if [[ ${results[0]} == FAIL* ]]; then
     exit 1
 fi
 step "cargo test --all-targets" cargo test --all-targets --no-fail-fast
-step "pytest docker/app tests/check_compose.py tests/e2e" \
-    .venv/bin/pytest -q docker/app tests/check_compose.py tests/e2e "$@"
+step "pytest docker/app tests/check_compose.py tests/check_kubernetes.py tests/e2e" \
+    .venv/bin/pytest -q docker/app tests/check_compose.py tests/check_kubernetes.py tests/e2e "$@"
 
 printf '\n==> summary\n'
 printf '  %s\n' "${results[@]}"
