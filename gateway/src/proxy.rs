@@ -408,14 +408,13 @@ async fn send(reply: Reply, session: &mut Session) -> Result<()> {
     Ok(())
 }
 
-/// Reads the whole request body of one of the gateway's own endpoints, refusing more than
-/// `limit` bytes.
 /// The audit reason of a denial: method and path (capped; the query is left out).
 fn denied_request(method: &str, path: &str) -> String {
     let path: String = path.chars().take(200).collect();
     format!("{method} {path}")
 }
 
+/// Whether the client waits for `100 Continue` before it sends the body.
 fn expects_continue(req: &RequestHeader) -> bool {
     req.version == http::Version::HTTP_11
         && req
@@ -424,6 +423,8 @@ fn expects_continue(req: &RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// Reads the whole request body of one of the gateway's own endpoints, refusing more than
+/// `limit` bytes.
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
     if let Some(len) = header(session.req_header(), "content-length") {
         if len.trim().parse::<usize>().map_or(true, |n| n > limit) {
