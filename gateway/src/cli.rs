@@ -217,6 +217,7 @@ fn operator_origin() -> Origin {
             env!("CARGO_PKG_VERSION")
         ))
         .ok(),
+        request_id: None,
     }
 }
 

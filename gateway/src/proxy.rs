@@ -46,8 +46,8 @@ use crate::web::cookies;
 use crate::web::forward::{set_forwarded, set_identity_of, strip_identity_headers};
 use crate::web::reply::Reply;
 use crate::web::request::{
-    client_ip, framing_problem, has_dot_segments, header, is_cors_preflight, same_origin,
-    BodyError, Origin, MAX_OWN_BODY,
+    client_ip, framing_problem, has_dot_segments, header, is_cors_preflight, request_id,
+    same_origin, BodyError, Origin, MAX_OWN_BODY,
 };
 
 pub struct Gateway {
@@ -113,6 +113,13 @@ impl ProxyHttp for Gateway {
         ctx.peer_is_trusted = ctx
             .peer
             .is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
+        // One id per request, from here on in the request (so upstream gets it), the answer,
+        // the audit events and the error logs.
+        if !(ctx.peer_is_trusted && request_id::acceptable(&session.req_header().headers)) {
+            session
+                .req_header_mut()
+                .insert_header(request_id::HEADER, request_id::generate())?;
+        }
         let origin_of = |req: &RequestHeader| Origin::of(client_ip(ctx.peer, req, trusted), req);
 
         if let Some(problem) = framing_problem(session.req_header()) {
@@ -206,7 +213,10 @@ impl ProxyHttp for Gateway {
                 Outcome::Unauthenticated,
             ),
             Err(e) => {
-                log::warn!("session check failed: {e}");
+                log::warn!(
+                    "session check failed (request {}): {e}",
+                    request_id_of(session)
+                );
                 (
                     routes::store_unavailable(app, session.req_header()),
                     Outcome::StoreUnavailable,
@@ -301,6 +311,9 @@ impl ProxyHttp for Gateway {
         } else {
             Outcome::UpstreamError
         };
+        if code >= 500 {
+            log::warn!("request {} failed with {code}: {e}", request_id_of(session));
+        }
         // pingora does not reliably keep a connection once proxying has failed, so say
         // `Connection: close` rather than promise keep-alive and then close.
         session.set_keepalive(None);
@@ -351,13 +364,18 @@ impl ProxyHttp for Gateway {
                         response.append_header("set-cookie", app.cookies.expired(name))?;
                     }
                     Err(e) => log::error!(
-                        "the app logged the user out but the gateway session could not be ended: {e}"
+                        "the app logged the user out but the gateway session could not be ended \
+                         (request {}): {e}",
+                        request_id_of(session)
                     ),
                 }
             }
         }
         if let Some(cookie) = ctx.resealed.take() {
             response.append_header("set-cookie", cookie)?;
+        }
+        if let Some(id) = session.req_header().headers.get(request_id::HEADER) {
+            response.insert_header(request_id::HEADER, id.clone())?;
         }
         // While draining, every response closes its connection, so clients reconnect (through
         // the load balancer, to another instance) instead of reusing this one.
@@ -393,9 +411,12 @@ fn may_have_dot_segments(path: &str) -> bool {
 /// client reconnect.
 async fn send(reply: Reply, session: &mut Session) -> Result<()> {
     let is_head = session.req_header().method == http::Method::HEAD;
-    let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 3))?;
+    let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 4))?;
     for (name, value) in reply.headers {
         head.append_header(name, value)?;
+    }
+    if let Some(id) = session.req_header().headers.get(request_id::HEADER) {
+        head.insert_header(request_id::HEADER, id.clone())?;
     }
     head.insert_header("cache-control", "no-store")?;
     head.insert_header("content-length", reply.body.len().to_string())?;
@@ -406,6 +427,16 @@ async fn send(reply: Reply, session: &mut Session) -> Result<()> {
         session.write_response_body(Some(reply.body), true).await?;
     }
     Ok(())
+}
+
+/// The request's id, for log lines.
+fn request_id_of(session: &Session) -> &str {
+    session
+        .req_header()
+        .headers
+        .get(request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
 }
 
 /// The audit reason of a denial: method and path (capped; the query is left out).

@@ -33,6 +33,7 @@ mod multi_instance;
 mod password_formats;
 mod proxy_auth;
 mod redis_outage;
+mod request_ids;
 mod redis_topologies;
 mod revocation;
 mod session_cache;

@@ -137,6 +137,7 @@ mod tests {
         let origin = Origin {
             ip: ip.parse().ok(),
             user_agent: None,
+            request_id: None,
         };
         AuditEvent::new("login_failure", "user", &origin)
             .username(username)

@@ -55,6 +55,9 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     /// Who acted: "user", "admin" or "gateway".
     pub actor: &'static str,
+    /// The request's `X-Request-Id` (none for the command line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// On an aggregated line: how many events of this kind it stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -76,6 +79,7 @@ impl AuditEvent {
             user_agent: origin.user_agent_text(),
             reason: None,
             actor,
+            request_id: origin.request_id_text(),
             count: None,
             since: None,
         }
@@ -275,6 +279,7 @@ mod tests {
         let origin = Origin {
             ip: None,
             user_agent: None,
+            request_id: None,
         };
         audit.record(AuditEvent::new("login_success", "user", &origin));
         for _ in 0..1000 {
@@ -297,6 +302,7 @@ mod tests {
         let origin = Origin {
             ip: None,
             user_agent: http::HeaderValue::from_str(&"x".repeat(1000)).ok(),
+            request_id: None,
         };
         let event = AuditEvent::new("logout", "user", &origin);
         assert_eq!(event.user_agent.len(), 256);

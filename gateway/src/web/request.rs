@@ -16,6 +16,8 @@ pub struct Origin {
     /// `None` for the command line.
     pub ip: Option<std::net::IpAddr>,
     pub user_agent: Option<http::HeaderValue>,
+    /// The request's `X-Request-Id` (see [`request_id`]); `None` for the command line.
+    pub request_id: Option<http::HeaderValue>,
 }
 
 impl Origin {
@@ -37,7 +39,55 @@ impl Origin {
         Origin {
             ip: client_ip,
             user_agent: req.headers.get("user-agent").cloned(),
+            request_id: req.headers.get(request_id::HEADER).cloned(),
         }
+    }
+
+    pub fn request_id_text(&self) -> Option<String> {
+        self.request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// `X-Request-Id`: kept when a trusted proxy sent one we can pass on, otherwise made here;
+/// sent upstream, returned to the client, and written into audit events and error logs.
+pub mod request_id {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    use http::HeaderMap;
+
+    pub const HEADER: &str = "x-request-id";
+
+    /// Whether `headers` hold exactly one id worth passing on: at most 128 characters of
+    /// letters, digits and `-_.:/+=`, so no header injection and no log spoofing.
+    pub fn acceptable(headers: &HeaderMap) -> bool {
+        let mut ids = headers.get_all(HEADER).iter();
+        match (ids.next(), ids.next()) {
+            (Some(id), None) => {
+                let b = id.as_bytes();
+                !b.is_empty()
+                    && b.len() <= 128
+                    && b.iter()
+                        .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=".contains(c))
+            }
+            _ => false,
+        }
+    }
+
+    /// A new id: this process's random prefix and a counter, unique without a system call
+    /// per request.
+    pub fn generate() -> String {
+        static PREFIX: OnceLock<String> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| {
+            let mut random = [0u8; 8];
+            let _ = getrandom::fill(&mut random);
+            hex::encode(random)
+        });
+        format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
     }
 }
 
