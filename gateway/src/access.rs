@@ -130,6 +130,12 @@ pub fn verdict<'c>(config: &'c crate::config::Config, method: &str, path: &str) 
     }
 }
 
+/// The audit reason of a denial: method and path (capped; the query is left out).
+pub fn denied_request(method: &str, path: &str) -> String {
+    let path: String = path.chars().take(200).collect();
+    format!("{method} {path}")
+}
+
 /// Whether `roles` satisfies `wanted` (at least one in common).
 pub fn has_any_role(roles: &[String], wanted: &[String]) -> bool {
     wanted.iter().any(|w| roles.iter().any(|r| r == w))

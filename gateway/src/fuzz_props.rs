@@ -255,6 +255,20 @@ fn cookie_headers() -> impl Strategy<Value = Vec<Vec<CookiePart>>> {
     vec(vec(cookie_part(), 0..6), 1..4)
 }
 
+/// Each generated header's parts joined as a `Cookie` header value.
+fn render_headers(headers: &[Vec<CookiePart>]) -> Vec<String> {
+    headers
+        .iter()
+        .map(|parts| {
+            parts
+                .iter()
+                .map(CookiePart::render)
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+        .collect()
+}
+
 #[test]
 fn cookie_values_are_the_ones_sent() {
     fuzz(
@@ -262,16 +276,7 @@ fn cookie_values_are_the_ones_sent() {
         1,
         cookie_headers(),
         |headers| {
-            let rendered: Vec<String> = headers
-                .iter()
-                .map(|parts| {
-                    parts
-                        .iter()
-                        .map(CookiePart::render)
-                        .collect::<Vec<_>>()
-                        .join(";")
-                })
-                .collect();
+            let rendered = render_headers(&headers);
             let expected: Vec<&str> = headers
                 .iter()
                 .flatten()
@@ -297,16 +302,7 @@ fn hidden_cookies_are_removed_and_the_rest_kept_verbatim() {
         1,
         cookie_headers(),
         |headers| {
-            let rendered: Vec<String> = headers
-                .iter()
-                .map(|parts| {
-                    parts
-                        .iter()
-                        .map(CookiePart::render)
-                        .collect::<Vec<_>>()
-                        .join(";")
-                })
-                .collect();
+            let rendered = render_headers(&headers);
             let name_of = |p: &CookiePart| match p {
                 CookiePart::Pair { name, .. } | CookiePart::Flag(name) => Some(name.clone()),
                 CookiePart::Blank(_) => None,

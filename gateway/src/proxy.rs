@@ -185,7 +185,10 @@ impl ProxyHttp for Gateway {
                 app.audit.record(
                     AuditEvent::new("access_denied", "gateway", &origin)
                         .session(&live)
-                        .reason(denied_request(session.req_header().method.as_str(), path)),
+                        .reason(access::denied_request(
+                            session.req_header().method.as_str(),
+                            path,
+                        )),
                 );
                 (
                     routes::forbidden(app, session.req_header()),
@@ -437,12 +440,6 @@ fn request_id_of(session: &Session) -> &str {
         .get(request_id::HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
-}
-
-/// The audit reason of a denial: method and path (capped; the query is left out).
-fn denied_request(method: &str, path: &str) -> String {
-    let path: String = path.chars().take(200).collect();
-    format!("{method} {path}")
 }
 
 /// Whether the client waits for `100 Continue` before it sends the body.

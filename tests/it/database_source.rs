@@ -756,6 +756,11 @@ async fn hung_database_means_503_within_the_timeout() {
     black_hole.abort();
 }
 
+/// The roles the app received with a request of the session `cookie`.
+async fn roles_seen_by_app(gw: &Gateway, cookie: &str) -> Option<String> {
+    whoami(gw, cookie).await.header("x-auth-roles")
+}
+
 /// `[login] refresh_interval`: a user demoted or deactivated in the app's table while signed
 /// in loses the role or the session at the next request past the interval (here every
 /// request), audited; with the table down the last known state is kept.
@@ -773,10 +778,7 @@ async fn a_user_demoted_or_deactivated_while_signed_in_is_refreshed() {
     let (admin, _) = login_ok(&s.gw, "admin", ADMIN_PW).await;
     let (reader, _) = login_ok(&s.gw, "reader", USER_PW).await;
     assert_eq!(
-        whoami(&s.gw, &admin)
-            .await
-            .header("x-auth-roles")
-            .as_deref(),
+        roles_seen_by_app(&s.gw, &admin).await.as_deref(),
         Some("admin")
     );
 
@@ -789,10 +791,7 @@ async fn a_user_demoted_or_deactivated_while_signed_in_is_refreshed() {
     .unwrap();
     // Demoted: the next request already carries the new role, and so does the record.
     assert_eq!(
-        whoami(&s.gw, &admin)
-            .await
-            .header("x-auth-roles")
-            .as_deref(),
+        roles_seen_by_app(&s.gw, &admin).await.as_deref(),
         Some("user")
     );
     let sessions = s.session_keys();
@@ -838,10 +837,7 @@ async fn a_user_demoted_or_deactivated_while_signed_in_is_refreshed() {
     // The table down: the admin keeps the last known state (now "user") instead of a 503.
     db.take_down().await;
     assert_eq!(
-        whoami(&s.gw, &admin)
-            .await
-            .header("x-auth-roles")
-            .as_deref(),
+        roles_seen_by_app(&s.gw, &admin).await.as_deref(),
         Some("user")
     );
     db.bring_back().await;

@@ -102,6 +102,26 @@ impl Drop for RedisProcess {
     }
 }
 
+/// A loopback redis-server on `port` that keeps nothing on disk, working in `dir`.
+fn server_args(port: u16, dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -187,21 +207,9 @@ const ACL_PASSWORD: &str = "acl-password-for-tests-9f2c";
 fn tls_redis(dir: &Path) -> (RedisProcess, PathBuf) {
     let (ca, cert, key) = make_certificates(dir, "good");
     let port = free_port();
-    let mut args: Vec<String> = [
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--tls-auth-clients",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Port 0: TLS only.
+    let mut args = server_args(0, dir);
+    args.extend(["--tls-auth-clients".to_string(), "no".to_string()]);
     args.extend([
         "--tls-port".to_string(),
         port.to_string(),
@@ -211,8 +219,6 @@ fn tls_redis(dir: &Path) -> (RedisProcess, PathBuf) {
         key.display().to_string(),
         "--tls-ca-cert-file".to_string(),
         ca.display().to_string(),
-        "--dir".to_string(),
-        dir.display().to_string(),
         "--user".to_string(),
         "default".to_string(),
         "off".to_string(),
@@ -305,21 +311,7 @@ fn sentinel_set(dir: &Path) -> SentinelSet {
     let plain = |port: u16, name: &str, extra: &[String]| {
         let data = dir.join(name);
         fs::create_dir_all(&data).unwrap();
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &data.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = server_args(port, &data);
         args.extend_from_slice(extra);
         RedisProcess::spawn(dir, name, port, &args)
     };

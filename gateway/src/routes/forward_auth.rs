@@ -24,7 +24,6 @@ use super::{Handled, Refusal, RequestView};
 use crate::access::{self, Verdict};
 use crate::app::App;
 use crate::audit::AuditEvent;
-use crate::identity::Identity;
 use crate::session::Presented;
 use crate::web::forward::{ROLES, USER, USER_ID};
 use crate::web::reply::Reply;
@@ -86,20 +85,12 @@ pub async fn check(app: &App, view: &RequestView<'_>) -> Handled {
             app.audit.record(
                 AuditEvent::new("access_denied", "gateway", &view.origin)
                     .session(&live)
-                    .reason(format!(
-                        "{} {}",
-                        original.method,
-                        path.chars().take(200).collect::<String>()
-                    )),
+                    .reason(access::denied_request(original.method, path)),
             );
             Ok(super::forbidden(app, view.head))
         }
         Presented::Live(live) => {
-            let identity = Identity {
-                id: live.record.user_id.clone(),
-                username: live.record.username.clone(),
-                roles: live.record.roles.clone(),
-            };
+            let identity = live.record.identity();
             let mut reply = Reply::new(200, "text/plain; charset=utf-8", "")
                 .header("cache-control", "no-store")
                 .header(USER, identity.username.clone())
