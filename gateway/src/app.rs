@@ -17,6 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::errors::ConfigError;
 use crate::i18n::Texts;
+use crate::logs::access::AccessLog;
 use crate::metrics::Metrics;
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
@@ -41,6 +42,8 @@ pub struct App {
     pub throttle: LoginThrottle,
     pub metrics: Metrics,
     pub audit: Audit,
+    /// `[log] access`: one line per request.
+    pub access_log: AccessLog,
     /// The shared Redis connection, for the operator commands that read it directly.
     pub redis: Arc<SharedRedis>,
     pub login_template: String,
@@ -114,8 +117,10 @@ impl App {
             ),
             None => None,
         };
-        let audit = Audit::start(&config.audit, parts.events)
+        let audit = Audit::start(&config.audit, parts.events, metrics.lines_dropped("audit"))
             .map_err(|e| ConfigError::single("[audit] file", format!("cannot open: {e}")))?;
+        let access_log = AccessLog::start(&config.log, metrics.lines_dropped("access"))
+            .map_err(|e| ConfigError::single("[log] access", format!("cannot open: {e}")))?;
         let throttle = LoginThrottle::new(
             parts.counters,
             &config.redis.key_prefix,
@@ -146,6 +151,7 @@ impl App {
             throttle,
             metrics,
             audit,
+            access_log,
             redis,
             login_template,
             draining: AtomicBool::new(false),
@@ -206,6 +212,7 @@ impl App {
             keys: &self.keys,
             store: &self.store,
             audit: &self.audit,
+            metrics: &self.metrics,
             auth: &self.auth,
             refresher: &self.refresher,
         }

@@ -17,7 +17,7 @@ use crate::errors::ConfigError;
 use crate::session::view::{sessions_json, timestamp};
 use crate::session::Handle;
 use crate::web::request::Origin;
-use crate::{operator, server};
+use crate::{logs, operator, server};
 
 #[derive(Parser)]
 #[command(
@@ -117,7 +117,10 @@ enum TrailChoice {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = SystemEnvironment;
-    init_logging();
+    // `run` installs the logger its config asks for, once the config is read.
+    if !matches!(cli.command, Command::Run { .. }) {
+        logs::init_default(&env);
+    }
     match cli.command {
         Command::Run { config, upgrade } => run(&config.config, upgrade, &env),
         Command::CheckConfig { config } => check_config(&config.config, &env),
@@ -125,10 +128,6 @@ pub fn main() -> ExitCode {
         Command::Sessions { action } => sessions(action, &env),
         Command::Audit { action } => audit(action, &env),
     }
-}
-
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 }
 
 fn report(error: &ConfigError) -> ExitCode {
@@ -142,7 +141,12 @@ fn report(error: &ConfigError) -> ExitCode {
 
 /// Config and users file together: both must be right before anything starts.
 fn run(path: &std::path::Path, upgrade: bool, env: &dyn Environment) -> ExitCode {
-    let app = match Config::load(path, env).and_then(App::new) {
+    let config = match Config::load(path, env) {
+        Ok(config) => config,
+        Err(e) => return report(&e),
+    };
+    logs::init(&config.log, env);
+    let app = match App::new(config) {
         Ok(app) => app,
         Err(e) => return report(&e),
     };

@@ -22,6 +22,7 @@ pub mod env;
 pub mod errors;
 pub mod i18n;
 pub mod identity;
+pub mod logs;
 pub mod metrics;
 pub mod operator;
 pub mod pages;

@@ -4,6 +4,7 @@
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::errors::StoreError;
+use crate::metrics::EndReason;
 use crate::session::{Handle, LiveSession};
 use crate::web::request::Origin;
 
@@ -18,6 +19,7 @@ pub async fn revoke_handle(app: &App, handle: &Handle, by: &Origin) -> Result<bo
         return Ok(false);
     };
     app.store.delete(&session).await?;
+    app.metrics.sessions_ended(EndReason::Revoked, 1);
     app.audit
         .record_and_wait(AuditEvent::new("admin_revoke", "admin", by).session(&session))
         .await;
@@ -43,6 +45,7 @@ async fn revoke(
     scope: &str,
 ) -> Result<usize, StoreError> {
     let n = app.store.delete_all(sessions).await?;
+    app.metrics.sessions_ended(EndReason::Revoked, n);
     for session in sessions {
         app.audit
             .record_and_wait(

@@ -21,10 +21,11 @@
 //!    cleared; a logout the app accepted (2xx/3xx) ends the gateway session and expires its
 //!    cookie. While draining (after SIGTERM), responses close their connection.
 //! 6. `fail_to_proxy`: any error becomes a status and a small page (HTML or JSON).
-//! 7. `logging`: one metric per request by outcome.
+//! 7. `logging`: the request's outcome and duration in metrics, and its access log line.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -39,6 +40,7 @@ use crate::access::{self, Verdict};
 use crate::app::{App, OWN_COOKIES};
 use crate::audit::AuditEvent;
 use crate::errors::http_status;
+use crate::logs::access::AccessEntry;
 use crate::metrics::Outcome;
 use crate::routes::{self, route_for, RequestView};
 use crate::session::{LiveSession, Presented};
@@ -69,6 +71,10 @@ pub struct RequestCtx {
     /// During a secret rotation: the session cookie re-issued under the current secret.
     resealed: Option<String>,
     outcome: Outcome,
+    /// When the request's head had been read: for the duration metric and the access log.
+    started: Instant,
+    /// The app server the request went to.
+    upstream: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -93,6 +99,8 @@ impl ProxyHttp for Gateway {
             app_logout: false,
             resealed: None,
             outcome: Outcome::Proxied,
+            started: Instant::now(),
+            upstream: None,
         }
     }
 
@@ -234,11 +242,12 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(backend) = self.upstreams.select(b"", 256) else {
             return Err(http_status(502, "no healthy upstream"));
         };
+        ctx.upstream = backend.addr.as_inet().copied();
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let settings = &self.app.config.upstream;
         peer.options.connection_timeout = Some(settings.connect_timeout);
@@ -339,6 +348,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let app = &self.app;
+        app.metrics.upstream_response(response.status.as_u16());
         if let Some(kept) = cookies::set_cookies_without(&response.headers, app.own_cookies()) {
             log::warn!("the app tried to set the gateway's own cookie; dropped");
             response.remove_header("set-cookie");
@@ -398,8 +408,25 @@ impl ProxyHttp for Gateway {
             )
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.app.metrics.request(ctx.outcome);
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let took = ctx.started.elapsed();
+        self.app.metrics.request(ctx.outcome, took);
+        if self.app.access_log.enabled() {
+            let req = session.req_header();
+            let trusted = &self.app.config.server.trusted_proxies;
+            self.app.access_log.record(&AccessEntry {
+                request_id: request_id_of(session),
+                client_ip: client_ip(ctx.peer, req, trusted),
+                method: req.method.as_str(),
+                uri: &req.uri,
+                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                bytes: session.body_bytes_sent(),
+                duration: took,
+                upstream: ctx.upstream,
+                user_id: ctx.live.as_ref().map(|l| l.record.user_id.as_str()),
+                session: ctx.live.as_ref().map(|l| &l.handle),
+            });
+        }
     }
 }
 

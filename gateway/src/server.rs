@@ -51,6 +51,7 @@ pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
         check_ports_free(&app)?;
     }
     let config = &app.config;
+    app.metrics.watch_connections(config.server.listen.port());
     let mut conf = ServerConf {
         // The threads of the proxy workers are set per worker; the admin listener and the
         // background services need one each.

@@ -29,6 +29,7 @@ mod login;
 mod login_template;
 mod login_throttle;
 mod logout;
+mod logs;
 mod multi_instance;
 mod password_formats;
 mod proxy_auth;

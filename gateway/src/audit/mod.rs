@@ -13,26 +13,27 @@
 //! stream of their own ([`stream::Trail`]), so no flood can push the security trail out.
 //!
 //! Recording never blocks a request: lines go through a bounded queue to a writer thread (and are
-//! dropped, and counted in the log, if the sink cannot keep up), and the Redis copy is an `XADD`
+//! dropped, and counted in `gateway_log_lines_dropped_total{log="audit"}`, if the sink cannot
+//! keep up: [`LineWriter`]), and the Redis copy is an `XADD`
 //! with `MAXLEN ~` on a spawned task. Any instance's events can be read with
 //! `gateway audit tail`.
 
 pub mod attempts;
 pub mod stream;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use prometheus::IntCounter;
 use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditSettings, AuditSink};
+use crate::config::AuditSettings;
+use crate::logs::lines::LineWriter;
 use crate::session::{Handle, LiveSession};
 use crate::web::request::Origin;
 use attempts::AttemptTally;
@@ -145,43 +146,22 @@ fn event_id() -> String {
 }
 
 pub struct Audit {
-    lines: Option<SyncSender<String>>,
-    dropped: Arc<AtomicU64>,
+    lines: Option<LineWriter>,
     attempts: AttemptTally,
     stream: Arc<dyn EventStream>,
 }
 
 impl Audit {
-    /// Starts the writer thread for the configured sink (start-up only).
-    pub fn start(settings: &AuditSettings, stream: Arc<dyn EventStream>) -> std::io::Result<Audit> {
-        let mut writer: Option<Box<dyn Write + Send>> = match &settings.sink {
-            AuditSink::Stdout => Some(Box::new(std::io::stdout())),
-            AuditSink::File(path) => Some(Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )),
-            AuditSink::Off => None,
-        };
-        let lines = match writer.take() {
-            Some(mut out) => {
-                let (tx, rx) = sync_channel::<String>(8192);
-                std::thread::Builder::new()
-                    .name("audit-writer".into())
-                    .spawn(move || {
-                        for line in rx {
-                            let _ = writeln!(out, "{line}");
-                            let _ = out.flush();
-                        }
-                    })?;
-                Some(tx)
-            }
-            None => None,
-        };
+    /// Starts the writer thread for the configured sink (start-up only); lines it has to drop
+    /// are counted in `dropped`.
+    pub fn start(
+        settings: &AuditSettings,
+        stream: Arc<dyn EventStream>,
+        dropped: IntCounter,
+    ) -> std::io::Result<Audit> {
+        let lines = LineWriter::start("audit", &settings.sink, dropped)?;
         Ok(Audit {
             lines,
-            dropped: Arc::new(AtomicU64::new(0)),
             attempts: AttemptTally::default(),
             stream,
         })
@@ -227,13 +207,8 @@ impl Audit {
     /// Queues the line for the log sink and returns it for the shared stream.
     fn write_line(&self, event: &AuditEvent) -> Option<String> {
         let line = serde_json::to_string(event).ok()?;
-        if let Some(tx) = &self.lines {
-            if let Err(TrySendError::Full(_)) = tx.try_send(line.clone()) {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    log::warn!("audit sink is behind; {n} audit lines dropped so far");
-                }
-            }
+        if let Some(lines) = &self.lines {
+            lines.write(line.clone());
         }
         Some(line)
     }
@@ -262,14 +237,14 @@ impl BackgroundService for AttemptWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuditSettings;
+    use crate::config::{AuditSettings, AuditSink};
 
     fn audit(stream: Arc<MemoryStream>) -> Audit {
         let settings = AuditSettings {
             sink: AuditSink::Off,
             stream_max_len: 10,
         };
-        Audit::start(&settings, stream).unwrap()
+        Audit::start(&settings, stream, IntCounter::new("d", "d").unwrap()).unwrap()
     }
 
     #[test]

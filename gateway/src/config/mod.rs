@@ -41,6 +41,7 @@ pub struct Config {
     pub admin: AdminSettings,
     pub audit: AuditSettings,
     pub identity: IdentitySettings,
+    pub log: LogSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -199,11 +200,32 @@ pub struct AdminSettings {
     pub token: Option<Secret>,
 }
 
+/// Where a stream of lines (the audit, the access log) is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditSink {
+pub enum LineSink {
     Stdout,
     File(PathBuf),
     Off,
+}
+
+pub type AuditSink = LineSink;
+
+/// How log lines look: text for a terminal, one JSON object per line for a collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// The default level filter (`error` … `trace`, or `off`); `RUST_LOG` overrides it.
+    pub level: log::LevelFilter,
+    /// One line per request, or nothing.
+    pub access: LineSink,
+    /// Whether access lines show the query string (it may hold tokens, so not by default).
+    pub access_query: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +285,7 @@ impl Config {
         let admin = read_admin(&section("admin"), &ctx);
         let audit = read_audit(&section("audit"), &ctx);
         let identity = read_identity(&section("identity"), &ctx);
+        let log = read_log(&section("log"), &ctx);
         root.finish(SECTIONS);
 
         let config = Config {
@@ -275,6 +298,7 @@ impl Config {
             admin,
             audit,
             identity,
+            log,
         };
         doc.into_result(config)
     }

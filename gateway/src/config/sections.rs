@@ -17,6 +17,7 @@ use crate::web::request::has_dot_segments;
 
 pub(super) const SECTIONS: &[&str] = &[
     "server", "upstream", "redis", "session", "login", "access", "admin", "audit", "identity",
+    "log",
 ];
 
 pub(super) struct Ctx<'a> {
@@ -886,29 +887,19 @@ pub(super) fn read_admin(s: &Section, ctx: &Ctx) -> AdminSettings {
 pub(super) fn read_audit(s: &Section, ctx: &Ctx) -> AuditSettings {
     let sink = s
         .parse_with("sink", |v| match v {
-            "stdout" => Ok(AuditSink::Stdout),
-            "off" => Ok(AuditSink::Off),
-            "file" => Ok(AuditSink::File(PathBuf::new())),
+            "stdout" => Ok(LineSink::Stdout),
+            "off" => Ok(LineSink::Off),
+            "file" => Ok(LineSink::File(PathBuf::new())),
             _ => Err(format!(
                 "`{v}` is not a sink: use \"stdout\", \"file\" or \"off\""
             )),
         })
-        .unwrap_or(AuditSink::Stdout);
-    let file = s.get::<String>("file").map(|p| ctx.resolve(&p));
-    let sink = match (sink, file) {
-        (AuditSink::File(_), Some(path)) => {
-            let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
-            if folder.is_some_and(|f| !f.is_dir()) {
-                s.problem(
-                    "file",
-                    format!("`{}`: its folder does not exist", path.display()),
-                );
-            }
-            AuditSink::File(path)
-        }
-        (AuditSink::File(_), None) => {
+        .unwrap_or(LineSink::Stdout);
+    let sink = match (sink, s.get::<String>("file")) {
+        (LineSink::File(_), Some(path)) => LineSink::File(writable_file(s, "file", ctx, &path)),
+        (LineSink::File(_), None) => {
             s.problem("file", "is required when sink = \"file\"");
-            AuditSink::Stdout
+            LineSink::Stdout
         }
         (other, _) => other,
     };
@@ -917,5 +908,62 @@ pub(super) fn read_audit(s: &Section, ctx: &Ctx) -> AuditSettings {
     AuditSettings {
         sink,
         stream_max_len,
+    }
+}
+
+/// A file the gateway will append lines to: its folder must exist.
+fn writable_file(s: &Section, key: &str, ctx: &Ctx, path: &str) -> PathBuf {
+    let path = ctx.resolve(path);
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if folder.is_some_and(|f| !f.is_dir()) {
+        s.problem(
+            key,
+            format!("`{}`: its folder does not exist", path.display()),
+        );
+    }
+    path
+}
+
+pub(super) fn read_log(s: &Section, ctx: &Ctx) -> LogSettings {
+    let format = s
+        .parse_with("format", |v| match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{v}` is not a format: use \"text\" or \"json\"")),
+        })
+        .unwrap_or(LogFormat::Text);
+    let level = s
+        .parse_with("level", |v| {
+            v.parse::<log::LevelFilter>().map_err(|_| {
+                format!("`{v}` is not a level: use error, warn, info, debug, trace or off")
+            })
+        })
+        .unwrap_or(log::LevelFilter::Info);
+    let access = s
+        .get::<String>("access")
+        .map(|v| match v.as_str() {
+            "off" => LineSink::Off,
+            "stdout" => LineSink::Stdout,
+            path if path.starts_with('/') || path.starts_with('.') => {
+                LineSink::File(writable_file(s, "access", ctx, path))
+            }
+            other => {
+                s.problem(
+                    "access",
+                    format!(
+                        "`{other}`: use \"off\", \"stdout\" or a file path (starting with `/` or `./`)"
+                    ),
+                );
+                LineSink::Off
+            }
+        })
+        .unwrap_or(LineSink::Off);
+    let access_query = s.get_or("access_query", false);
+    s.finish(&["format", "level", "access", "access_query"]);
+    LogSettings {
+        format,
+        level,
+        access,
+        access_query,
     }
 }

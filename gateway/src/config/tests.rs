@@ -545,3 +545,51 @@ fn access_rules_are_read_checked_and_shadowing_is_reported() {
     );
     assert!(problems.iter().all(|p| p.0.is_some()), "{problems:?}");
 }
+
+#[test]
+fn log_settings_default_to_text_info_and_no_access_log() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.log.level, log::LevelFilter::Info);
+    assert_eq!(c.log.access, LineSink::Off);
+    assert!(!c.log.access_query);
+    let c = parse(&format!(
+        "{MINIMAL}[log]\nformat = \"json\"\nlevel = \"debug\"\naccess = \"./access.log\"\naccess_query = true\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.level, log::LevelFilter::Debug);
+    assert!(matches!(&c.log.access, LineSink::File(p) if p.ends_with("access.log")));
+    assert!(c.log.access_query);
+}
+
+#[test]
+fn every_log_mistake_is_reported_with_its_line() {
+    let text = format!(
+        "{MINIMAL}[log]\nformat = \"xml\"\nlevel = \"loud\"\naccess = \"access.log\"\nacess_query = true\n"
+    );
+    let err = parse(&text).unwrap_err();
+    let first = MINIMAL.lines().count() + 1;
+    for (offset, key, words) in [
+        (1, "[log] format", "use \"text\" or \"json\""),
+        (2, "[log] level", "error, warn, info"),
+        (3, "[log] access", "a file path"),
+        (4, "[log] acess_query", "did you mean `access_query`"),
+    ] {
+        let problem = err
+            .problems
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("{key} not reported: {err}"));
+        assert_eq!(problem.line, Some(first + offset), "{problem:?}");
+        assert!(problem.message.contains(words), "{problem:?}");
+    }
+    let missing = parse(&format!(
+        "{MINIMAL}[log]\naccess = \"/no/such/folder/access.log\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        missing.to_string().contains("its folder does not exist"),
+        "{missing}"
+    );
+}

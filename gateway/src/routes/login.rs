@@ -17,6 +17,7 @@ use crate::audit::AuditEvent;
 use crate::auth::credentials::Verdict;
 use crate::i18n::Texts;
 use crate::identity::Identity;
+use crate::metrics::EndReason;
 use crate::pages::{self, LoginPage};
 use crate::session::store::CreateOutcome;
 use crate::session::{token, Presented, SessionRecord};
@@ -120,6 +121,13 @@ fn refuse(
 
 /// `submit(…, api)`: `api` is true on `[login] api_path`, which takes JSON only.
 pub async fn submit(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
+    let started = std::time::Instant::now();
+    let handled = check_and_sign_in(app, view, api).await;
+    app.metrics.observe_login(started.elapsed());
+    handled
+}
+
+async fn check_and_sign_in(app: &App, view: &RequestView<'_>, api: bool) -> Handled {
     let body = post_body(view)?;
     let req = view.head;
     let origin = &view.origin;
@@ -305,6 +313,9 @@ async fn start_session(
         Err(e) => return Err(Refusal::Store(e)),
     };
     app.metrics.login("accepted");
+    app.metrics.session_created();
+    app.metrics
+        .sessions_ended(EndReason::Evicted, evicted.len());
     app.audit.record(
         AuditEvent::new("login_success", "user", origin)
             .username(&identity.username)
@@ -324,11 +335,14 @@ async fn start_session(
     // cookie for the new one, and a session nobody holds any more must not stay valid.
     match app.sessions().presented(req, origin).await {
         Ok(Presented::Live(old)) => match app.store.delete(&old).await {
-            Ok(()) => app.audit.record(
-                AuditEvent::new("logout", "user", origin)
-                    .session(&old)
-                    .reason("replaced_by_login"),
-            ),
+            Ok(()) => {
+                app.metrics.sessions_ended(EndReason::Logout, 1);
+                app.audit.record(
+                    AuditEvent::new("logout", "user", origin)
+                        .session(&old)
+                        .reason("replaced_by_login"),
+                )
+            }
             Err(e) => log::warn!("the session replaced by a login could not be ended: {e}"),
         },
         Ok(_) => {}

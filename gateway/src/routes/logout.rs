@@ -6,6 +6,7 @@ use super::{post_body, Handled, Refusal, RequestView, SESSIONS_PATH};
 use crate::app::App;
 use crate::audit::AuditEvent;
 use crate::errors::StoreError;
+use crate::metrics::EndReason;
 use crate::pages;
 use crate::session::{LiveSession, Presented};
 use crate::web::reply::Reply;
@@ -51,6 +52,7 @@ pub async fn submit(app: &App, view: &RequestView<'_>) -> Handled {
             end_all_of_user(app, &live, &view.origin).await?
         } else {
             app.store.delete(&live).await?;
+            app.metrics.sessions_ended(EndReason::Logout, 1);
             app.audit
                 .record(AuditEvent::new("logout", "user", &view.origin).session(&live));
             1
@@ -78,6 +80,7 @@ pub async fn end_for_app_logout(
     origin: &Origin,
 ) -> Result<(), StoreError> {
     app.store.delete(live).await?;
+    app.metrics.sessions_ended(EndReason::Logout, 1);
     app.audit.record(
         AuditEvent::new("logout", "user", origin)
             .session(live)
@@ -97,6 +100,7 @@ async fn end_all_of_user(
         sessions.push(live.clone());
     }
     let n = app.store.delete_all(&sessions).await?;
+    app.metrics.sessions_ended(EndReason::Logout, n);
     app.audit.record(
         AuditEvent::new("logout_everywhere", "user", origin)
             .session(live)

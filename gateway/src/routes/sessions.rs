@@ -4,6 +4,7 @@
 use super::{post_body, Handled, Refusal, RequestView, SESSIONS_PATH};
 use crate::app::App;
 use crate::audit::AuditEvent;
+use crate::metrics::EndReason;
 use crate::pages::{self, SessionRow};
 use crate::session::view::{session_json, timestamp};
 use crate::session::{Handle, LiveSession, Presented};
@@ -79,6 +80,7 @@ pub async fn end_one(app: &App, view: &RequestView<'_>) -> Handled {
     let target = app.store.get(&handle).await?;
     if let Some(target) = target.filter(|t| t.record.user_id == live.record.user_id) {
         app.store.delete(&target).await?;
+        app.metrics.sessions_ended(EndReason::Logout, 1);
         app.audit
             .record(AuditEvent::new("session_ended", "user", &view.origin).session(&target));
     }

@@ -13,6 +13,7 @@ use super::{Keys, LiveSession, SessionStore};
 use crate::audit::{Audit, AuditEvent};
 use crate::auth::credentials::{Authenticator, UserNow};
 use crate::errors::StoreError;
+use crate::metrics::{EndReason, Metrics};
 use crate::web::cookies;
 use crate::web::request::Origin;
 
@@ -38,6 +39,7 @@ pub struct SessionGate<'a> {
     pub keys: &'a Keys,
     pub store: &'a Arc<SessionStore>,
     pub audit: &'a Audit,
+    pub metrics: &'a Metrics,
     /// Who the users are now, for `refresh_interval`.
     pub auth: &'a Authenticator,
     pub refresher: &'a Refresher,
@@ -65,6 +67,7 @@ impl SessionGate<'_> {
         match self.store.lookup(&id).await? {
             Lookup::Missing => Ok(Presented::Ended),
             Lookup::Expired { handle, session } => {
+                self.metrics.sessions_ended(EndReason::Expired, 1);
                 let event = AuditEvent::new("session_expired", "gateway", origin);
                 self.audit.record(match &session {
                     Some(session) => event.session(session),
@@ -129,6 +132,7 @@ impl SessionGate<'_> {
             log::warn!("session of a {reason} user not ended: {e}");
             self.refresher.release(&session.handle);
         } else {
+            self.metrics.sessions_ended(EndReason::UserChanged, 1);
             self.audit.record(
                 AuditEvent::new("session_ended", "gateway", origin)
                     .session(&session)

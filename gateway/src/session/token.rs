@@ -57,6 +57,11 @@ impl Handle {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The first `n` characters: enough for a person to tell sessions apart in a log line.
+    pub fn prefix(&self, n: usize) -> &str {
+        &self.0[..n.min(self.0.len())]
+    }
 }
 
 impl std::fmt::Display for Handle {
