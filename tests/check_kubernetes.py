@@ -199,3 +199,10 @@ def test_the_configmap_passes_check_config(objects, tmp_path):
     out = subprocess.run([str(GATEWAY), "check-config", "--config", str(path)],
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_logs_are_json_lines_for_the_collector(config):
+    # Mixed text and JSON on one stream breaks a collector's parser: everything is JSON.
+    assert config["log"]["format"] == "json"
+    assert config["log"]["access"] == "stdout"
+    assert config["audit"]["sink"] == "stdout"
