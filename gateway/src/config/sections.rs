@@ -35,6 +35,25 @@ impl Ctx<'_> {
         }
     }
 
+    /// The text `key` points at: the value of the variable a `…_env` key names, or the
+    /// content of the file a `…_file` key names; `None` (and a problem) if there is none.
+    fn indirect(&self, s: &Section, key: &str) -> Option<String> {
+        let name = s.get::<String>(key)?;
+        if key.ends_with("_env") {
+            let value = self.env.var(&name);
+            if value.is_none() {
+                s.problem(key, format!("environment variable `{name}` is not set"));
+            }
+            value
+        } else {
+            let path = self.resolve(&name);
+            self.env
+                .read_file(&path)
+                .map_err(|e| s.problem(key, format!("cannot read `{}`: {e}", path.display())))
+                .ok()
+        }
+    }
+
     /// A secret given as `<key>`, `<key>_env` or `<key>_file` (exactly one of them).
     fn secret(&self, s: &Section, key: &str, required: bool) -> Option<Secret> {
         let env_key = format!("{key}_env");
@@ -53,25 +72,21 @@ impl Ctx<'_> {
         if let Some(value) = s.get::<String>(key) {
             return Some(Secret::new(value));
         }
-        if let Some(var) = s.get::<String>(&env_key) {
-            return match self.env.var(&var) {
-                Some(v) if !v.is_empty() => Some(Secret::new(v)),
-                _ => {
+        if s.has(&env_key) {
+            return match self.indirect(s, &env_key) {
+                Some(v) if v.is_empty() => {
+                    let var = s.get::<String>(&env_key).unwrap_or_default();
                     s.problem(&env_key, format!("environment variable `{var}` is not set"));
                     None
                 }
+                v => v.map(Secret::new),
             };
         }
-        if let Some(path) = s.get::<String>(&file_key) {
-            let full = self.resolve(&path);
-            return match self.env.read_file(&full) {
-                // A trailing newline from `echo > file` is never part of the secret.
-                Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']))),
-                Err(e) => {
-                    s.problem(&file_key, format!("cannot read `{}`: {e}", full.display()));
-                    None
-                }
-            };
+        if s.has(&file_key) {
+            // A trailing newline from `echo > file` is never part of the secret.
+            return self
+                .indirect(s, &file_key)
+                .map(|v| Secret::new(v.trim_end_matches(['\n', '\r'])));
         }
         if required && !given.is_empty() {
             return None;
@@ -741,20 +756,8 @@ fn read_previous_secrets(s: &Section, ctx: &Ctx) -> Vec<Secret> {
     let texts: Vec<String> = if key == "previous_secrets" {
         s.get::<Vec<String>>(key).unwrap_or_default()
     } else {
-        let joined = if key == "previous_secrets_env" {
-            let var = s.get::<String>(key).unwrap_or_default();
-            ctx.env.var(&var).or_else(|| {
-                s.problem(key, format!("environment variable `{var}` is not set"));
-                None
-            })
-        } else {
-            let path = ctx.resolve(&s.get::<String>(key).unwrap_or_default());
-            ctx.env
-                .read_file(&path)
-                .map_err(|e| s.problem(key, format!("cannot read `{}`: {e}", path.display())))
-                .ok()
-        };
-        joined
+        // An empty variable is an empty list: no rotation under way.
+        ctx.indirect(s, key)
             .unwrap_or_default()
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|t| !t.is_empty())

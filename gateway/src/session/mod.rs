@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod claims;
 pub mod presented;
 pub mod refresh;
 pub mod store;

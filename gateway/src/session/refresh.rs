@@ -12,10 +12,9 @@
 //! Each instance asks once per interval per session (deduplicated like the touch), counted
 //! from the session's creation; `0s` asks on every request.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use super::claims::OncePerInterval;
 use super::{Handle, LiveSession};
 
 /// Most sessions remembered before the stale entries are swept.
@@ -24,14 +23,14 @@ const PRUNE_AT: usize = 100_000;
 pub struct Refresher {
     interval: Option<Duration>,
     /// When this instance last asked about each session.
-    asked: Mutex<HashMap<Handle, u64>>,
+    asked: OncePerInterval,
 }
 
 impl Refresher {
     pub fn new(interval: Option<Duration>) -> Refresher {
         Refresher {
             interval,
-            asked: Mutex::new(HashMap::new()),
+            asked: OncePerInterval::new(PRUNE_AT),
         }
     }
 
@@ -44,28 +43,12 @@ impl Refresher {
         if interval > 0 && now.saturating_sub(session.record.created_at_ms) < interval {
             return false;
         }
-        let Ok(mut asked) = self.asked.lock() else {
-            return true;
-        };
-        if interval > 0 {
-            if let Some(at) = asked.get(&session.handle) {
-                if now.saturating_sub(*at) < interval {
-                    return false;
-                }
-            }
-            if asked.len() >= PRUNE_AT {
-                asked.retain(|_, at| now.saturating_sub(*at) < interval);
-            }
-            asked.insert(session.handle.clone(), now);
-        }
-        true
+        interval == 0 || self.asked.claim(&session.handle, now, interval)
     }
 
     /// Gives a claim back (the source could not be read), so the next request asks again.
     pub fn release(&self, handle: &Handle) {
-        if let Ok(mut asked) = self.asked.lock() {
-            asked.remove(handle);
-        }
+        self.asked.release(handle);
     }
 }
 

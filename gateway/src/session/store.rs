@@ -8,12 +8,12 @@
 //! indexes stay bounded by the sessions created within one absolute timeout. A request costs
 //! one read; sliding the idle timeout costs one conditional write per touch interval.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::backend::{Created, SessionBackend, UserLimit};
 use super::cache::ValidationCache;
+use super::claims::OncePerInterval;
 use super::{Handle, LiveSession, SessionId, SessionRecord};
 use crate::clock::Clock;
 use crate::config::SessionSettings;
@@ -53,7 +53,7 @@ pub struct SessionStore {
     limit: Option<UserLimit>,
     /// Sessions this process has touched recently (handle -> when), so a burst of parallel
     /// requests that all read the same stale last-seen time writes once, not once each.
-    recent_touches: Mutex<HashMap<Handle, u64>>,
+    recent_touches: OncePerInterval,
     /// Sessions read recently, while Redis's invalidations are proven to reach us.
     cache: Option<Arc<ValidationCache>>,
 }
@@ -77,7 +77,7 @@ impl SessionStore {
                 max,
                 policy: settings.on_limit,
             }),
-            recent_touches: Mutex::new(HashMap::new()),
+            recent_touches: OncePerInterval::new(RECENT_TOUCHES_PRUNE_AT),
             cache: None,
         }
     }
@@ -182,22 +182,8 @@ impl SessionStore {
     /// the write for the caller: of several requests that find it due at once, one gets `true`.
     pub fn claim_touch(&self, session: &LiveSession, now: u64) -> bool {
         let interval = self.touch_interval.as_millis() as u64;
-        if now.saturating_sub(session.record.last_seen_ms) < interval {
-            return false;
-        }
-        let Ok(mut recent) = self.recent_touches.lock() else {
-            return true;
-        };
-        if let Some(at) = recent.get(&session.handle) {
-            if now.saturating_sub(*at) < interval {
-                return false;
-            }
-        }
-        if recent.len() >= RECENT_TOUCHES_PRUNE_AT {
-            recent.retain(|_, at| now.saturating_sub(*at) < interval);
-        }
-        recent.insert(session.handle.clone(), now);
-        true
+        now.saturating_sub(session.record.last_seen_ms) >= interval
+            && self.recent_touches.claim(&session.handle, now, interval)
     }
 
     /// Slides the idle timeout: rewrites last-seen and the TTL, only if the session still exists.
