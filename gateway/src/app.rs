@@ -3,7 +3,7 @@
 //! settable clock: [`Parts`]), the credential sources, the audit trail, metrics and keys.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use pingora::http::RequestHeader;
 
@@ -46,7 +46,9 @@ pub struct App {
     pub access_log: AccessLog,
     /// The shared Redis connection, for the operator commands that read it directly.
     pub redis: Arc<SharedRedis>,
-    pub login_template: String,
+    /// The login page's template; replaced whole by a reload (SIGHUP). Read only when the
+    /// login page is rendered: see [`App::login_template`].
+    login_template: RwLock<Arc<String>>,
     /// Signs identity assertions for the app, when `[identity]` is configured.
     pub signer: Option<AssertionSigner>,
     /// Every cookie taken out of requests before the app sees them: the gateway's own
@@ -153,7 +155,7 @@ impl App {
             audit,
             access_log,
             redis,
-            login_template,
+            login_template: RwLock::new(Arc::new(login_template)),
             draining: AtomicBool::new(false),
             signer: config
                 .identity
@@ -173,6 +175,25 @@ impl App {
     /// The words for the request's language (`[login] language`, or its Accept-Language).
     pub fn texts(&self, req: &RequestHeader) -> &'static Texts {
         self.config.login.language.texts(req)
+    }
+
+    /// The login template in force: the operator's (`[login] template`, as last (re)loaded) or
+    /// the built-in one.
+    pub fn login_template(&self) -> Arc<String> {
+        // A poisoned lock only means a panic elsewhere while it was held; the Arc inside is
+        // whole either way.
+        self.login_template
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a freshly read and checked login template in force (a reload).
+    pub fn replace_login_template(&self, template: String) {
+        *self
+            .login_template
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(template);
     }
 
     pub fn is_draining(&self) -> bool {

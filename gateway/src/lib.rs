@@ -28,6 +28,7 @@ pub mod operator;
 pub mod pages;
 pub mod proxy;
 pub mod redis_conn;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod session;

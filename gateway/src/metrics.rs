@@ -21,6 +21,8 @@
 //! - `gateway_session_cache_invalidations_total`: entries dropped because Redis said the session
 //!   changed; `gateway_session_cache_flushes_total`: whole-cache flushes (tracking lost or
 //!   re-established); `gateway_session_cache_entries`: entries held now.
+//! - `gateway_config_reloads_total{result}`: reloads on SIGHUP (`ok`, or `failed` when the old
+//!   files stayed in force).
 
 mod open_connections;
 
@@ -125,6 +127,7 @@ pub struct Metrics {
     redis_duration: Histogram,
     redis_errors: IntCounter,
     pub cache: CacheMetrics,
+    config_reloads: IntCounterVec,
 }
 
 /// The validation cache's counters.
@@ -236,8 +239,21 @@ impl Metrics {
             entries: IntGauge::new("gateway_session_cache_entries", "Cached sessions held now")
                 .unwrap_or_else(|e| panic!("metric definition: {e}")),
         };
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gateway_config_reloads_total",
+                "Reloads on SIGHUP by result",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        // Both series exist from the start, so a first failure shows as a change from 0.
+        for result in ["ok", "failed"] {
+            config_reloads.with_label_values(&[result]);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_reloads.clone()),
             Box::new(logins.clone()),
             Box::new(redis_duration.clone()),
             Box::new(redis_errors.clone()),
@@ -278,6 +294,7 @@ impl Metrics {
             redis_duration,
             redis_errors,
             cache,
+            config_reloads,
         }
     }
 
@@ -330,6 +347,11 @@ impl Metrics {
         if !ok {
             self.redis_errors.inc();
         }
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.config_reloads.with_label_values(&[result]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -9,6 +9,8 @@
 //! - SIGINT stops fast.
 //! - SIGQUIT hands the listening sockets to a new process started with `--upgrade`
 //!   (zero-downtime binary upgrade).
+//! - SIGHUP reloads the users file and the login template ([`crate::reload`]); it never stops
+//!   the gateway, not even before the services run.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,7 @@ use crate::admin::AdminApi;
 use crate::app::App;
 use crate::audit::AttemptWindows;
 use crate::proxy::Gateway;
+use crate::reload::{ignore_hangups_until_served, ReloadOnHangup};
 use crate::session::tracking::CacheTracker;
 
 /// Runs until a shutdown signal; returns an operator-facing message if start-up fails.
@@ -47,6 +50,7 @@ fn check_ports_free(app: &App) -> Result<(), String> {
 }
 
 pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
+    ignore_hangups_until_served().map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     if !upgrade {
         check_ports_free(&app)?;
     }
@@ -103,6 +107,10 @@ pub fn run(app: Arc<App>, upgrade: bool) -> Result<(), String> {
             },
         ));
     }
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        ReloadOnHangup { app: app.clone() },
+    ));
     server.add_service(background_service(
         "audit attempt windows",
         AttemptWindows { app: app.clone() },

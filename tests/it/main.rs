@@ -35,6 +35,7 @@ mod password_formats;
 mod proxy_auth;
 mod redis_outage;
 mod redis_topologies;
+mod reload;
 mod request_ids;
 mod revocation;
 mod session_cache;

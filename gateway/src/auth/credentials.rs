@@ -7,9 +7,10 @@
 //! against a decoy hash of the same algorithm and cost, and a disabled user's real hash is
 //! checked before the answer is "no".
 //!
-//! Users come from the users file, the app's database, or both (file first).
+//! Users come from the users file, the app's database, or both (file first). The users file can
+//! be replaced while the gateway runs ([`Authenticator::replace_users`], on SIGHUP).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::Semaphore;
 
@@ -23,33 +24,65 @@ use crate::identity::Identity;
 const DATABASE_DECOY_COST: u32 = 12;
 
 pub struct Authenticator {
-    users: UserTable,
+    /// Swapped whole by a reload (SIGHUP), so a login or a refresh reads one table from start to
+    /// end. Read on logins and user refreshes only, never on the proxy's path.
+    file: RwLock<Arc<FileUsers>>,
     database: Option<UserDatabase>,
-    decoy: PasswordHash,
+    /// With a database, a bcrypt decoy shaped like its hashes, made once (it is slow to make)
+    /// and used whatever the users file holds.
+    database_decoy: Option<PasswordHash>,
     permits: Arc<Semaphore>,
+}
+
+/// The users file's table, and the decoy that costs what checking one of its users costs.
+struct FileUsers {
+    table: UserTable,
+    decoy: PasswordHash,
 }
 
 impl Authenticator {
     pub fn new(users: UserTable, database: Option<UserDatabase>) -> Authenticator {
-        let decoy = if database.is_some() {
+        let database_decoy = database.as_ref().map(|_| {
             bcrypt::hash("decoy", DATABASE_DECOY_COST)
                 .map_or_else(|_| default_decoy(), PasswordHash::Bcrypt)
                 .decoy()
-        } else {
-            users
-                .typical_hash()
-                .map_or_else(default_decoy, PasswordHash::decoy)
-        };
+        });
+        let file = FileUsers::new(users, database_decoy.as_ref());
         Authenticator {
-            users,
+            file: RwLock::new(Arc::new(file)),
             database,
-            decoy,
+            database_decoy,
             permits: Arc::new(Semaphore::new(hashing_slots())),
         }
     }
 
-    async fn find(&self, username: &str) -> Result<Option<User>, CredentialError> {
-        if let Some(user) = self.users.find(username) {
+    /// Puts a freshly read users file in force (a reload): logins and user refreshes from now
+    /// on read it; one already under way finishes with the table it started with.
+    pub fn replace_users(&self, users: UserTable) {
+        let file = Arc::new(FileUsers::new(users, self.database_decoy.as_ref()));
+        // A poisoned lock only means a panic elsewhere while it was held; the Arc inside is
+        // whole either way.
+        *self.file.write().unwrap_or_else(PoisonError::into_inner) = file;
+    }
+
+    /// Whether `users` is exactly the users file in force.
+    pub fn has_users(&self, users: &UserTable) -> bool {
+        self.file_users().table == *users
+    }
+
+    fn file_users(&self) -> Arc<FileUsers> {
+        self.file
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn find(
+        &self,
+        file: &FileUsers,
+        username: &str,
+    ) -> Result<Option<User>, CredentialError> {
+        if let Some(user) = file.table.find(username) {
             return Ok(Some(user.clone()));
         }
         match &self.database {
@@ -64,10 +97,11 @@ impl Authenticator {
         username: &str,
         password: String,
     ) -> Result<Verdict, CredentialError> {
-        let user = self.find(username.trim()).await?;
+        let file = self.file_users();
+        let user = self.find(&file, username.trim()).await?;
         let hash = user
             .as_ref()
-            .map_or_else(|| self.decoy.clone(), |u| u.password_hash.clone());
+            .map_or_else(|| file.decoy.clone(), |u| u.password_hash.clone());
         let _permit = self
             .permits
             .acquire()
@@ -97,12 +131,24 @@ pub enum UserNow {
 impl Authenticator {
     /// Reads the signed-in user `id`, known as `username`, again (users file, then database).
     pub async fn current(&self, id: &str, username: &str) -> Result<UserNow, CredentialError> {
-        Ok(match self.find(username).await? {
+        Ok(match self.find(&self.file_users(), username).await? {
             Some(user) if user.identity.id != id => UserNow::Removed,
             None => UserNow::Removed,
             Some(user) if user.disabled => UserNow::Disabled,
             Some(user) => UserNow::Active(user.identity),
         })
+    }
+}
+
+impl FileUsers {
+    fn new(table: UserTable, database_decoy: Option<&PasswordHash>) -> FileUsers {
+        let decoy = match database_decoy {
+            Some(decoy) => decoy.clone(),
+            None => table
+                .typical_hash()
+                .map_or_else(default_decoy, PasswordHash::decoy),
+        };
+        FileUsers { table, decoy }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The users file: `[[users]]` tables with `username`, `id`, `password_hash`, `roles`, `disabled`.
 //!
-//! Read once, with the config (`[login] users_file`, see [`crate::config`]), so
-//! `gateway check-config` and start-up report the same problems. Every bad entry is reported with
+//! Read with the config (`[login] users_file`, see [`crate::config`]), so `gateway check-config`
+//! and start-up report the same problems, and again the same way on a reload (SIGHUP). Every bad entry is reported with
 //! its line, and a hash in a format the gateway cannot check is an error at start-up rather than
 //! a user who mysteriously cannot log in.
 
@@ -18,7 +18,7 @@ use crate::errors::{ConfigError, ConfigProblem};
 use crate::identity::Identity;
 
 /// A user the gateway may let in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub identity: Identity,
     pub password_hash: PasswordHash,
@@ -53,7 +53,7 @@ enum UserId {
 }
 
 /// The users from the users file, by username.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct UserTable {
     by_name: HashMap<String, User>,
 }

@@ -5,9 +5,11 @@
 //! single [`ConfigError`], which `gateway check-config` prints and `gateway run` refuses to start on.
 //! Secrets may come from the file, an environment variable or a file of their own, read through
 //! [`Environment`] so tests never touch the real process environment. The users file the config
-//! names is read and checked here too (its problems are reported at its own lines), once:
-//! [`LoginSettings::users`] is the table the gateway runs with.
+//! names is read and checked here too (its problems are reported at its own lines):
+//! [`LoginSettings::users`] is the table the gateway starts with. It and the login template are
+//! read by [`files`], which a reload on SIGHUP uses too ([`crate::reload`]).
 
+pub mod files;
 mod reader;
 mod sections;
 
@@ -149,9 +151,13 @@ pub struct LoginSettings {
     pub forward_auth_path: String,
     pub language: LanguageChoice,
     pub users_file: Option<PathBuf>,
-    /// The users file, read and checked with the config; empty without a `users_file`.
+    /// The users file, read and checked with the config; empty without a `users_file`. A reload
+    /// (SIGHUP) reads the file again into the authenticator, not into this.
     pub users: Arc<UserTable>,
-    /// The operator's login page (`[login] template`): the file's text, read and checked once.
+    /// The operator's login page (`[login] template`), and the file's text, read and checked
+    /// at start-up. A reload (SIGHUP) reads the file again: the text in force then is
+    /// `App::login_template`, not this.
+    pub template_file: Option<PathBuf>,
     pub template: Option<String>,
     pub database: Option<DatabaseSettings>,
     pub throttle: ThrottleSettings,

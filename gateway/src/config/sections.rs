@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::files::{read_login_template, read_users_file, LoginFileError};
 use super::reader::Section;
 use super::*;
 use crate::access::{AccessRule, Requirement};
@@ -571,25 +572,18 @@ fn url_path(s: &Section, key: &str, default: &str) -> String {
 
 pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
     let users_file = s.get::<String>("users_file").map(|p| ctx.resolve(&p));
-    // Read and checked here, once: `check-config` reports the users file's mistakes (each at its
-    // own line in that file) and the gateway starts with the table parsed here.
-    let users = match &users_file {
-        Some(path) => match ctx.env.read_file(path) {
-            Ok(text) => match UserTable::parse(&path.display().to_string(), &text) {
-                Ok(table) => table,
-                Err(e) => {
-                    s.report_all(e.problems);
-                    UserTable::default()
-                }
-            },
-            Err(e) => {
-                s.problem(
-                    "users_file",
-                    format!("cannot read `{}`: {e}", path.display()),
-                );
-                UserTable::default()
-            }
-        },
+    // Read and checked here: `check-config` reports the users file's mistakes (each at its own
+    // line in that file) and the gateway starts with the table parsed here. A reload (SIGHUP)
+    // reads it again through the same `files::read_users_file`.
+    let users = match users_file
+        .as_deref()
+        .map(|path| read_users_file(path, ctx.env))
+    {
+        Some(Ok(table)) => table,
+        Some(Err(e)) => {
+            report_login_file(s, e);
+            UserTable::default()
+        }
         None => UserTable::default(),
     };
     let database = s.section("database").map(|db| read_database(&db, ctx));
@@ -599,22 +593,17 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
             "is required unless [login.database] is set: where the gateway finds its users",
         );
     }
-    let template = s
-        .get::<String>("template")
-        .map(|p| ctx.resolve(&p))
-        .and_then(|path| match ctx.env.read_file(&path) {
-            Ok(text) => match crate::pages::check_login_template(&text) {
-                Ok(()) => Some(text),
-                Err(message) => {
-                    s.problem("template", format!("`{}`: {message}", path.display()));
+    let template_file = s.get::<String>("template").map(|p| ctx.resolve(&p));
+    let template =
+        template_file
+            .as_deref()
+            .and_then(|path| match read_login_template(path, ctx.env) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    report_login_file(s, e);
                     None
                 }
-            },
-            Err(e) => {
-                s.problem("template", format!("cannot read `{}`: {e}", path.display()));
-                None
-            }
-        });
+            });
     let throttle = ThrottleSettings {
         max_failures_per_user: s.integer_or_off("max_failures_per_user", 1..=u32::MAX, Some(10)),
         max_failures_per_ip: s.integer_or_off("max_failures_per_ip", 1..=u32::MAX, Some(50)),
@@ -677,6 +666,7 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         language,
         users_file,
         users: Arc::new(users),
+        template_file,
         template,
         database,
         throttle,
@@ -698,6 +688,13 @@ pub(super) fn read_login(s: &Section, ctx: &Ctx) -> LoginSettings {
         "failure_window",
     ]);
     settings
+}
+
+fn report_login_file(s: &Section, e: LoginFileError) {
+    match e {
+        LoginFileError::AtKey { key, message } => s.problem(key, message),
+        LoginFileError::InFile(problems) => s.report_all(problems),
+    }
 }
 
 pub(super) fn read_database(s: &Section, ctx: &Ctx) -> DatabaseSettings {

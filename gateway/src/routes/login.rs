@@ -53,7 +53,7 @@ fn form(
     };
     let csrf = app.keys.login_form_token(&nonce);
     let html = pages::login(
-        &app.login_template,
+        &app.login_template(),
         app.texts(req),
         &LoginPage {
             action: &app.config.login.path,
