@@ -26,7 +26,7 @@ impl LineWriter {
         sink: &LineSink,
         dropped: IntCounter,
     ) -> std::io::Result<Option<LineWriter>> {
-        let mut out: Box<dyn Write + Send> = match sink {
+        let out: Box<dyn Write + Send> = match sink {
             LineSink::Off => return Ok(None),
             LineSink::Stdout => Box::new(std::io::stdout()),
             LineSink::File(path) => Box::new(
@@ -36,6 +36,15 @@ impl LineWriter {
                     .open(path)?,
             ),
         };
+        LineWriter::over(name, out, dropped).map(Some)
+    }
+
+    /// A writer thread over `out`.
+    fn over(
+        name: &'static str,
+        mut out: Box<dyn Write + Send>,
+        dropped: IntCounter,
+    ) -> std::io::Result<LineWriter> {
         let (queue, lines) = sync_channel::<String>(QUEUE);
         std::thread::Builder::new()
             .name(format!("{name}-writer"))
@@ -45,11 +54,11 @@ impl LineWriter {
                     let _ = out.flush();
                 }
             })?;
-        Ok(Some(LineWriter {
+        Ok(LineWriter {
             queue,
             dropped,
             name,
-        }))
+        })
     }
 
     /// Queues one line; drops it (and counts it) if the writer is behind.
@@ -86,6 +95,35 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(dropped.get(), 0);
+    }
+
+    /// A sink stuck until its gate opens, like a full pipe nobody reads.
+    struct Stuck(std::sync::Arc<std::sync::Mutex<()>>);
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            drop(self.0.lock());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_sink_costs_dropped_lines_never_a_blocked_caller() {
+        let gate = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let closed = gate.lock().unwrap();
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let writer =
+            LineWriter::over("test", Box::new(Stuck(gate.clone())), dropped.clone()).unwrap();
+        // The queue holds QUEUE lines and the thread at most one more, stuck in `write`.
+        for i in 0..QUEUE + 10 {
+            writer.write(format!("line {i}"));
+        }
+        let lost = dropped.get();
+        assert!((9..=10).contains(&lost), "{lost} dropped");
+        drop(closed);
     }
 
     #[test]
