@@ -32,6 +32,7 @@ mod logout;
 mod multi_instance;
 mod password_formats;
 mod proxy_auth;
+mod redis_cluster;
 mod redis_outage;
 mod redis_topologies;
 mod request_ids;
