@@ -36,7 +36,8 @@ use crate::metrics::Metrics;
 enum Target {
     Fixed(redis::Client),
     Sentinel(SentinelSettings),
-    Cluster(ClusterClient),
+    /// Boxed: it is much larger than the others, and there is one per process.
+    Cluster(Box<ClusterClient>),
 }
 
 /// What a call talks through: one server's self-healing manager, or the cluster connection
@@ -186,7 +187,7 @@ impl SharedRedis {
         };
         let target = match &settings.sentinel {
             Some(sentinel) => Target::Sentinel(sentinel.clone()),
-            None if !settings.cluster_nodes.is_empty() => Target::Cluster(
+            None if !settings.cluster_nodes.is_empty() => Target::Cluster(Box::new(
                 cluster::client(cluster::ClusterOptions {
                     nodes: &settings.cluster_nodes,
                     scheme: credentials.scheme(),
@@ -197,7 +198,7 @@ impl SharedRedis {
                     response_timeout: settings.timeout,
                 })
                 .map_err(|e| format!("invalid cluster_nodes: {e}"))?,
-            ),
+            )),
             None => {
                 let info = settings
                     .url
@@ -295,7 +296,7 @@ impl SharedRedis {
             return Ok(p);
         }
         let primary = Arc::new(match &self.target {
-            Target::Sentinel(sentinel) => self.from_sentinel(sentinel).await?,
+            Target::Sentinel(sentinel) => self.primary_named_by_sentinel(sentinel).await?,
             Target::Cluster(client) => {
                 let cluster = self.connect_cluster(client).await?;
                 log::info!("connected to the redis cluster");
@@ -310,7 +311,10 @@ impl SharedRedis {
     }
 
     /// The primary a sentinel names now.
-    async fn from_sentinel(&self, sentinel: &SentinelSettings) -> Result<Primary, StoreError> {
+    async fn primary_named_by_sentinel(
+        &self,
+        sentinel: &SentinelSettings,
+    ) -> Result<Primary, StoreError> {
         let (host, port) = self.ask_sentinels(sentinel).await?;
         let host = if host.contains(':') {
             format!("[{host}]")

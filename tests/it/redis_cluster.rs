@@ -53,7 +53,13 @@ impl Cluster {
         }
         let mut create = Command::new("redis-cli");
         create
-            .args(["--user", ADMIN_USER, "--pass", ADMIN_PASSWORD, "--no-auth-warning"])
+            .args([
+                "--user",
+                ADMIN_USER,
+                "--pass",
+                ADMIN_PASSWORD,
+                "--no-auth-warning",
+            ])
             .arg("--cluster")
             .arg("create");
         for port in &cluster.ports {
@@ -164,6 +170,40 @@ impl Cluster {
         panic!("could not start a cluster node in {}", dir.display());
     }
 
+    /// Starts a fourth node and joins it as a primary without slots (resharding could move
+    /// slots to it at any moment, so it takes part as soon as it has joined).
+    fn add_primary(&mut self) -> u16 {
+        self.spawn_node();
+        let new = *self.ports.last().unwrap();
+        let out = Command::new("redis-cli")
+            .args([
+                "--user",
+                ADMIN_USER,
+                "--pass",
+                ADMIN_PASSWORD,
+                "--no-auth-warning",
+            ])
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{new}"))
+            .arg(format!("127.0.0.1:{}", self.ports[0]))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster add-node");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster add-node: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        new
+    }
+
+    /// Kills node `node` (SIGKILL: a crash).
+    fn kill(&mut self, node: usize) {
+        let _ = self.children[node].kill();
+        let _ = self.children[node].wait();
+    }
+
     fn connection(&self, node: usize) -> redis::Connection {
         redis::Client::open(format!(
             "redis://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{}/",
@@ -205,8 +245,10 @@ impl Cluster {
     /// A gateway config on this cluster (seeded with all three nodes).
     fn config(&self, upstream: std::net::SocketAddr) -> TestConfig {
         let placeholder = "redis://127.0.0.1:1/0";
-        with_admin_token(TestConfig::new(placeholder, upstream).key_prefix(PREFIX))
-            .replace(&format!("url = {}", toml_str(placeholder)), &self.redis_settings())
+        with_admin_token(TestConfig::new(placeholder, upstream).key_prefix(PREFIX)).replace(
+            &format!("url = {}", toml_str(placeholder)),
+            &self.redis_settings(),
+        )
     }
 }
 
@@ -274,10 +316,12 @@ async fn metric(gw: &Gateway, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+const HITS: &str = "gateway_session_cache_total{result=\"hit\"}";
+const FLUSHES: &str = "gateway_session_cache_flushes_total";
+
 /// Requests with `cookie` on `gw` until one is answered from the validation cache: the cache
 /// is live only while the tracking connections to every primary are.
 async fn until_cached(gw: &Gateway, cookie: &str) {
-    const HITS: &str = "gateway_session_cache_total{result=\"hit\"}";
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let before = metric(gw, HITS).await;
@@ -290,6 +334,15 @@ async fn until_cached(gw: &Gateway, cookie: &str) {
             "never answered from the cache:\n{}",
             gw.logs()
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until `sample` on `gw` exceeds `floor`.
+async fn until_metric_above(gw: &Gateway, sample: &str, floor: f64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(gw, sample).await <= floor {
+        assert!(Instant::now() < deadline, "{what}:\n{}", gw.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -408,7 +461,11 @@ async fn sessions_spread_over_the_shards_and_work_on_both_instances() {
 async fn concurrent_logins(p: &ClusterPair, n: usize) -> (Vec<String>, usize) {
     let mut tasks = Vec::new();
     for i in 0..n {
-        let url = if i % 2 == 0 { p.a.url("/login") } else { p.b.url("/login") };
+        let url = if i % 2 == 0 {
+            p.a.url("/login")
+        } else {
+            p.b.url("/login")
+        };
         tasks.push(tokio::spawn(async move {
             let resp = client()
                 .post(url)
@@ -486,11 +543,7 @@ async fn evict_oldest_holds_the_limit_across_shards_and_instances() {
 async fn reject_refuses_logins_past_the_limit_even_when_they_race() {
     let p = ClusterPair::start(|c| limited(c, 2, "reject")).await;
     let (cookies, refused) = concurrent_logins(&p, 6).await;
-    assert_eq!(
-        (cookies.len(), refused),
-        (2, 4),
-        "exactly the limit let in"
-    );
+    assert_eq!((cookies.len(), refused), (2, 4), "exactly the limit let in");
     for cookie in &cookies {
         assert_live(&p.a, cookie, "alice", "let in").await;
         assert_live(&p.b, cookie, "alice", "let in").await;
@@ -538,4 +591,57 @@ async fn check_config_accepts_a_cluster_and_readiness_covers_every_primary() {
     for port in &p.cluster.ports {
         assert!(logs.contains(&format!("127.0.0.1:{port}")), "{logs}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_starts_over_when_a_primary_joins_and_stops_when_one_is_lost() {
+    let mut p = ClusterPair::start(|c| c).await;
+    let cookie = alice(&p.a).await;
+    until_cached(&p.b, &cookie).await;
+
+    // A new primary could take writes for any slot once slots move to it: the tracker notices
+    // it joined, empties the cache and tracks the four primaries from then on.
+    let flushes = metric(&p.b, FLUSHES).await;
+    let joined = format!("127.0.0.1:{}", p.cluster.add_primary());
+    let logs = poll_until(
+        "tracking over the four primaries",
+        Duration::from_secs(20),
+        || p.b.logs(),
+        |l| {
+            l.contains("the cluster's primaries changed")
+                && l.lines().any(|line| {
+                    line.contains("on the cluster's primaries") && line.contains(&joined)
+                })
+        },
+    )
+    .await;
+    until_metric_above(&p.b, FLUSHES, flushes, "the cache flushed after the join").await;
+    assert!(!logs.contains("panicked"), "{logs}");
+    until_cached(&p.b, &cookie).await;
+    let revoked = handle_of(&p.a, &cookie).await;
+    let (status, body) = admin_delete(&p.a, &format!("/sessions/{revoked}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_refused(&p.b, &cookie, "revoked after the join").await;
+
+    // A primary crashes: its tracking connection is gone, so the cache is emptied and not
+    // used; sessions on the surviving primaries are still checked (against Redis).
+    let survivor = alice(&p.a).await;
+    until_cached(&p.b, &survivor).await;
+    let holder = (0..3)
+        .find(|&node| {
+            !p.cluster
+                .keys_on(node, &format!("{PREFIX}session:*"))
+                .is_empty()
+        })
+        .expect("a node holds the session");
+    let victim = (0..3).find(|&node| node != holder).unwrap();
+    let flushes = metric(&p.b, FLUSHES).await;
+    p.cluster.kill(victim);
+    until_metric_above(&p.b, FLUSHES, flushes, "the cache flushed after the crash").await;
+    for _ in 0..5 {
+        let hits = metric(&p.b, HITS).await;
+        assert_eq!(status_with(&p.b, &survivor).await, 200, "{}", p.b.logs());
+        assert_eq!(metric(&p.b, HITS).await, hits, "no answer from the cache");
+    }
+    assert!(!p.b.logs().contains("panicked"));
 }

@@ -496,7 +496,10 @@ fn redis_is_reached_one_way_and_tls_files_need_tls() {
          username = \"gateway\"\npassword = \"pw\"\ntls = true\n"
     ))
     .expect("valid cluster config");
-    assert_eq!(cluster.redis.cluster_nodes, ["10.0.0.1:7000", "10.0.0.2:7000"]);
+    assert_eq!(
+        cluster.redis.cluster_nodes,
+        ["10.0.0.1:7000", "10.0.0.2:7000"]
+    );
     assert!(cluster.redis.sentinel.is_none());
     assert!(cluster.redis.url.is_empty());
     assert!(cluster.redis.tls.is_some());

@@ -114,10 +114,9 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         let reversed: String = NODES.lines().rev().map(|l| format!("{l}\n")).collect();
         assert_eq!(primaries(&reversed), found);
         // A failover changes the set.
-        let promoted = NODES.replace("slave e7d1", "master e7d1").replace(
-            "myself,master - 0 0 1",
-            "myself,master,fail - 0 0 1",
-        );
+        let promoted = NODES
+            .replace("slave e7d1", "master e7d1")
+            .replace("myself,master - 0 0 1", "myself,master,fail - 0 0 1");
         assert_ne!(primaries(&promoted), found);
     }
 }
