@@ -358,7 +358,18 @@ fn read_addresses(s: &Section, key: &str, what: &str, example: &str) -> Option<V
 
 /// The seed nodes of a Redis Cluster: any reachable one is enough to learn the rest.
 fn read_cluster_nodes(s: &Section) -> Vec<String> {
-    read_addresses(s, "cluster_nodes", "cluster node", "10.0.0.1:7000").unwrap_or_default()
+    let nodes =
+        read_addresses(s, "cluster_nodes", "cluster node", "10.0.0.1:7000").unwrap_or_default();
+    // The same parse `run` does, so check-config cannot pass what run refuses.
+    for node in &nodes {
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(format!("redis://{node}")) {
+            s.problem(
+                "cluster_nodes",
+                format!("`{node}` is not a usable node address: {e}"),
+            );
+        }
+    }
+    nodes
 }
 
 fn read_sentinel(s: &Section, ctx: &Ctx) -> Option<SentinelSettings> {

@@ -438,6 +438,13 @@ fn redis_is_reached_one_way_and_tls_files_need_tls() {
             .any(|p| p.1 == "[redis] cluster_nodes" && p.2.contains("HOST:PORT")),
         "{bad_node:?}"
     );
+    let unusable = with("cluster_nodes = [\"bad host:7000\"]");
+    assert!(
+        unusable
+            .iter()
+            .any(|p| p.1 == "[redis] cluster_nodes" && p.2.contains("not a usable")),
+        "{unusable:?}"
+    );
     let no_nodes = with("cluster_nodes = []");
     assert!(
         no_nodes.iter().any(|p| p.1 == "[redis] cluster_nodes"),
