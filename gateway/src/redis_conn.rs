@@ -302,6 +302,7 @@ impl SharedRedis {
                 log::info!("connected to the redis cluster");
                 cluster
             }
+            // Answered at the top; here only so the match needs no panic.
             Target::Fixed(client) => self.primary_for(client.clone(), String::new())?,
         });
         if let Ok(mut slot) = self.primary.write() {
