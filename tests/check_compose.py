@@ -117,7 +117,7 @@ def test_no_literal_secrets(services):
                     f"{name}: {key} must be a required reference like ${{{key}:?message}}, got {value!r}")
         cmd = command_of(svc)
         for flag, value in zip(cmd, cmd[1:]):
-            if SECRET_KEY.search(flag) or flag == "--requirepass":
+            if flag.startswith("-") and (SECRET_KEY.search(flag) or flag in ("--requirepass", "--masterauth")):
                 assert REQUIRED_REF.fullmatch(value), f"{name}: {flag} takes a literal {value!r}"
 
 
@@ -156,6 +156,91 @@ def test_app_is_not_published(services):
 def test_gateway_config_mounted(services):
     targets = [v.split(":")[1] for v in services["gateway"].get("volumes", []) if isinstance(v, str)]
     assert "/etc/gateway/gateway.toml" in targets
+
+
+SENTINEL_SERVICES = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+
+
+def profiles_of(service):
+    return set(service.get("profiles") or [])
+
+
+def sentinel_config(service):
+    """The sentinel.conf lines a sentinel service writes at start (`sh -c` script)."""
+    script = command_of(service)[-1]
+    return [line.strip() for line in script.splitlines() if line.strip().startswith(("sentinel ", "port ", "requirepass "))]
+
+
+def test_sentinel_profile_holds_a_replica_and_three_sentinels(services):
+    in_profile = {name for name, svc in services.items() if "sentinel" in profiles_of(svc)}
+    assert in_profile == SENTINEL_SERVICES
+    # The default `up` needs none of them, and nothing outside the profile waits for them
+    # (compose refuses to start a service depending on an inactive profile's).
+    for name, svc in services.items():
+        if name in SENTINEL_SERVICES:
+            continue
+        assert not profiles_of(svc), f"{name}: must start without a profile"
+        deps = svc.get("depends_on") or {}
+        assert not SENTINEL_SERVICES & set(deps), f"{name}: depends on a profile-only service"
+    for name in SENTINEL_SERVICES:
+        svc = services[name]
+        assert "ports" not in svc, f"{name}: nothing of the Sentinel setup is published"
+        assert svc.get("networks") == ["datanet"], f"{name}: belongs on the internal data network"
+        assert has_healthcheck(svc), f"{name}: no healthcheck"
+
+
+def test_the_replica_follows_redis_with_the_password(services):
+    cmd = command_of(services["redis-replica"])
+    assert cmd[cmd.index("--replicaof") + 1:cmd.index("--replicaof") + 3] == ["redis", "6379"]
+    assert "--appendonly" in cmd and cmd[cmd.index("--appendonly") + 1] == "yes"
+    for flag in ("--requirepass", "--masterauth"):
+        assert REQUIRED_REF.fullmatch(cmd[cmd.index(flag) + 1]), f"redis-replica: {flag}"
+    # After a failover the old primary becomes a replica and must authenticate too.
+    primary = command_of(services["redis"])
+    assert REQUIRED_REF.fullmatch(primary[primary.index("--masterauth") + 1]), "redis: no --masterauth"
+
+
+def test_sentinels_watch_redis_with_a_majority_quorum(services):
+    sentinels = sorted(SENTINEL_SERVICES - {"redis-replica"})
+    for name in sentinels:
+        svc = services[name]
+        config = sentinel_config(svc)
+        monitor = next(line.split() for line in config if line.startswith("sentinel monitor "))
+        _, _, master, host, port, quorum = monitor
+        assert (master, host, port) == ("mymaster", "redis", "6379"), f"{name}: {monitor}"
+        assert len(sentinels) // 2 < int(quorum) <= len(sentinels), f"{name}: quorum {quorum} is not a majority"
+        assert "sentinel resolve-hostnames yes" in config, f"{name}: `redis` is a host name"
+        # The password reaches the config through the container's environment, never this file.
+        for line in config:
+            if line.startswith(("sentinel auth-pass", "requirepass")):
+                assert line.endswith("$$REDIS_PASSWORD"), f"{name}: {line}"
+        assert REQUIRED_REF.fullmatch(str(env_of(svc)["REDIS_PASSWORD"])), f"{name}: REDIS_PASSWORD"
+
+
+def test_the_gateway_settings_for_the_sentinels_pass_check_config(tmp_path):
+    """The lines the compose file tells the operator to put into docker/gateway.toml."""
+    import subprocess
+
+    header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
+    lines = [line.lstrip("# ").rstrip() for line in header.splitlines()]
+    snippet = [line for line in lines if line.startswith(("sentinels =", "sentinel_master =", "sentinel_password_env ="))]
+    assert len(snippet) == 3, snippet
+    config = (DOCKER / "gateway.toml").read_text()
+    url_line = next(line for line in config.splitlines() if line.startswith("url = \"redis://redis:"))
+    # `app` resolves only inside compose (tests/it/example_configs.rs does the same).
+    config = config.replace(url_line, "\n".join(snippet)).replace('"app:5001"', '"localhost:5001"')
+    (tmp_path / "gateway.toml").write_text(config)
+    gateway = DOCKER.parent / "target" / "debug" / "gateway"
+    if not gateway.exists():
+        pytest.skip("build the gateway first (cargo build)")
+    env = {"PATH": "/usr/bin:/bin",
+           "GATEWAY_SESSION_SECRET": "0123456789abcdef0123456789abcdef-ci",
+           "GATEWAY_IDENTITY_SECRET": "fedcba9876543210fedcba9876543210-ci",
+           "GATEWAY_ADMIN_TOKEN": "admin-token-for-ci-only", "REDIS_PASSWORD": "redis-password",
+           "DATABASE_URL": "postgres://whalefall:pw@postgres:5432/whalefall"}
+    out = subprocess.run([str(gateway), "check-config", "--config", str(tmp_path / "gateway.toml")],
+                         capture_output=True, text=True, env=env, cwd=DOCKER)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 if __name__ == "__main__":

@@ -82,8 +82,14 @@ impl App {
     pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
         let metrics = Metrics::new();
         let redis = Arc::new(
-            SharedRedis::new(&config.redis, metrics.clone())
-                .map_err(|e| ConfigError::single("[redis] url", e))?,
+            SharedRedis::new(&config.redis, metrics.clone()).map_err(|e| {
+                let place = if config.redis.cluster_nodes.is_empty() {
+                    "[redis] url"
+                } else {
+                    "[redis] cluster_nodes"
+                };
+                ConfigError::single(place, e)
+            })?,
         );
         let prefix = &config.redis.key_prefix;
         let parts = Parts {

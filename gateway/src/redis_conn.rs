@@ -6,18 +6,26 @@
 //! reconnects by itself after an outage. Every call is bounded by the configured timeout, so a
 //! dead or slow Redis turns into a quick [`StoreError`] (answered as 503) instead of a hang.
 //!
-//! Where the server is: one URL, or the primary that Sentinel names. With Sentinel the
-//! primary is asked for on first use, and asked for again after a call fails in a way a
-//! failover explains (the connection dropped or refused, a timeout, or `READONLY` from a
-//! demoted primary); until a sentinel names a primary that answers, calls fail as 503.
+//! Where the server is: one URL, or the primary that Sentinel names, or a Redis Cluster. With
+//! Sentinel the primary is asked for on first use, and asked for again after a call fails in a
+//! way a failover explains (the connection dropped or refused, a timeout, or `READONLY` from a
+//! demoted primary); until a sentinel names a primary that answers, calls fail as 503. With a
+//! cluster, the cluster client ([`cluster`]) stands where the manager stands: callers get a
+//! [`Connection`] either way and send the same commands, each routed to its key's node.
 //! TLS (with the operator's CA and, optionally, a client certificate) and an ACL user apply to
-//! every connection, the sentinels' included.
+//! every connection, the sentinels' and every cluster node's included.
+
+mod cluster;
+
+pub use self::cluster::{primaries as cluster_primaries, ClusterPrimary};
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{ConnectionInfo, FromRedisValue, IntoConnectionInfo};
 
 use crate::config::{RedisSettings, RedisTls, SentinelSettings};
@@ -28,15 +36,59 @@ use crate::metrics::Metrics;
 enum Target {
     Fixed(redis::Client),
     Sentinel(SentinelSettings),
+    /// Boxed: it is much larger than the others, and there is one per process.
+    Cluster(Box<ClusterClient>),
 }
 
-/// A primary and the shared connection to it.
+/// What a call talks through: one server's self-healing manager, or the cluster connection
+/// (which routes each command to the node owning its key's slot). Cheap to clone: clones share
+/// the connection.
+#[derive(Clone)]
+pub enum Connection {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Server(conn) => conn.req_packed_command(cmd),
+            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(conn) => conn.get_db(),
+            Connection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// A primary (or the cluster) and the shared connection to it.
 struct Primary {
-    client: redis::Client,
-    manager: ConnectionManager,
+    /// The one server's client, for the tracking connection; none for a cluster, whose
+    /// primaries are tracked one by one.
+    client: Option<redis::Client>,
+    manager: Connection,
     /// A second connection for the writes that `WAIT` for replicas: `WAIT` holds up every
     /// command queued behind it on its connection, and requests must not queue behind it.
-    durable: ConnectionManager,
+    durable: Connection,
     address: String,
 }
 
@@ -45,6 +97,13 @@ struct Credentials {
     username: Option<String>,
     password: Option<String>,
     tls: Option<RedisTls>,
+}
+
+/// The tracking connections [`SharedRedis::tracking_connections`] opened.
+pub struct TrackedServers {
+    pub connections: Vec<redis::aio::MultiplexedConnection>,
+    /// The cluster's primaries, one per connection in the same order; empty without a cluster.
+    pub cluster_primaries: Vec<ClusterPrimary>,
 }
 
 pub struct SharedRedis {
@@ -80,25 +139,30 @@ impl Credentials {
             }
             info = info.set_redis_settings(redis);
         }
-        match &self.tls {
-            Some(tls) if tls.ca.is_some() || tls.client_cert.is_some() => {
-                let client_tls = match (&tls.client_cert, &tls.client_key) {
-                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                        client_cert: cert.clone(),
-                        client_key: key.expose().to_vec(),
-                    }),
-                    _ => None,
-                };
-                redis::Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls,
-                        root_cert: tls.ca.clone(),
-                    },
-                )
-            }
-            _ => redis::Client::open(info),
+        match self.certificates() {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
         }
+    }
+
+    /// The operator's CA and client certificate, when TLS names either (otherwise the system's
+    /// roots and no client certificate).
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        let tls = self.tls.as_ref()?;
+        if tls.ca.is_none() && tls.client_cert.is_none() {
+            return None;
+        }
+        let client_tls = match (&tls.client_cert, &tls.client_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.expose().to_vec(),
+            }),
+            _ => None,
+        };
+        Some(redis::TlsCertificates {
+            client_tls,
+            root_cert: tls.ca.clone(),
+        })
     }
 
     fn scheme(&self) -> &'static str {
@@ -123,6 +187,18 @@ impl SharedRedis {
         };
         let target = match &settings.sentinel {
             Some(sentinel) => Target::Sentinel(sentinel.clone()),
+            None if !settings.cluster_nodes.is_empty() => Target::Cluster(Box::new(
+                cluster::client(cluster::ClusterOptions {
+                    nodes: &settings.cluster_nodes,
+                    scheme: credentials.scheme(),
+                    username: credentials.username.as_deref(),
+                    password: credentials.password.as_deref(),
+                    certificates: credentials.certificates(),
+                    connect_timeout: settings.connect_timeout,
+                    response_timeout: settings.timeout,
+                })
+                .map_err(|e| format!("invalid cluster_nodes: {e}"))?,
+            )),
             None => {
                 let info = settings
                     .url
@@ -164,25 +240,54 @@ impl SharedRedis {
                 .map_err(|e| StoreError::Unavailable(e.to_string()))
         };
         Ok(Primary {
-            manager: lazy(config.clone())?,
-            durable: lazy(config)?,
-            client,
+            manager: Connection::Server(lazy(config.clone())?),
+            durable: Connection::Server(lazy(config)?),
+            client: Some(client),
             address,
         })
     }
 
-    /// The primary to talk to: the fixed one, or the last one Sentinel named, or a new answer.
-    async fn primary(&self) -> Result<Arc<Primary>, StoreError> {
-        let sentinel = match &self.target {
-            Target::Fixed(client) => {
-                if let Some(p) = self.fixed.get() {
-                    return Ok(p.clone());
-                }
-                let primary = Arc::new(self.primary_for(client.clone(), String::new())?);
-                return Ok(self.fixed.get_or_init(|| primary).clone());
-            }
-            Target::Sentinel(sentinel) => sentinel,
+    /// Connects to the cluster (the seed nodes, then every node they name). The connection
+    /// then heals itself: it reconnects to nodes and re-reads the slot map on its own.
+    async fn connect_cluster(&self, client: &ClusterClient) -> Result<Primary, StoreError> {
+        let connect = || async {
+            let config = redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(self.connect_timeout)
+                .set_response_timeout(self.timeout);
+            client
+                .get_async_connection_with_config(config)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("redis cluster: {e}")))
         };
+        let manager = connect().await?;
+        let durable = if self.wait_replicas > 0 {
+            connect().await?
+        } else {
+            manager.clone()
+        };
+        Ok(Primary {
+            client: None,
+            manager: Connection::Cluster(manager),
+            durable: Connection::Cluster(durable),
+            address: "cluster".to_string(),
+        })
+    }
+
+    /// Whether Redis is a cluster (multi-key commands must then stay within one slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// The primary to talk to: the fixed one, or the last one Sentinel named, or a new answer,
+    /// or the cluster once connected.
+    async fn primary(&self) -> Result<Arc<Primary>, StoreError> {
+        if let Target::Fixed(client) = &self.target {
+            if let Some(p) = self.fixed.get() {
+                return Ok(p.clone());
+            }
+            let primary = Arc::new(self.primary_for(client.clone(), String::new())?);
+            return Ok(self.fixed.get_or_init(|| primary).clone());
+        }
         if let Some(p) = self.known_primary() {
             return Ok(p);
         }
@@ -190,6 +295,27 @@ impl SharedRedis {
         if let Some(p) = self.known_primary() {
             return Ok(p);
         }
+        let primary = Arc::new(match &self.target {
+            Target::Sentinel(sentinel) => self.primary_named_by_sentinel(sentinel).await?,
+            Target::Cluster(client) => {
+                let cluster = self.connect_cluster(client).await?;
+                log::info!("connected to the redis cluster");
+                cluster
+            }
+            // Answered at the top; here only so the match needs no panic.
+            Target::Fixed(client) => self.primary_for(client.clone(), String::new())?,
+        });
+        if let Ok(mut slot) = self.primary.write() {
+            *slot = Some(primary.clone());
+        }
+        Ok(primary)
+    }
+
+    /// The primary a sentinel names now.
+    async fn primary_named_by_sentinel(
+        &self,
+        sentinel: &SentinelSettings,
+    ) -> Result<Primary, StoreError> {
         let (host, port) = self.ask_sentinels(sentinel).await?;
         let host = if host.contains(':') {
             format!("[{host}]")
@@ -210,14 +336,11 @@ impl SharedRedis {
             .credentials
             .client(info, true)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let primary = Arc::new(self.primary_for(client, address.clone())?);
+        let primary = self.primary_for(client, address.clone())?;
         log::info!(
             "redis primary `{}` is {address} (from sentinel)",
             sentinel.master
         );
-        if let Ok(mut slot) = self.primary.write() {
-            *slot = Some(primary.clone());
-        }
         Ok(primary)
     }
 
@@ -293,7 +416,7 @@ impl SharedRedis {
     /// Runs one command or pipeline against Redis under the deadline, recording its latency.
     pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
@@ -315,7 +438,7 @@ impl SharedRedis {
     /// was not confirmed is an error, reported as failed, never as done.
     pub async fn run_durable<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.wait_replicas == 0 {
@@ -379,24 +502,64 @@ impl SharedRedis {
             .await
     }
 
-    /// A second connection of the same server and credentials, speaking RESP3 and handing the
-    /// server's push messages (invalidations) to `on_push` in the order they arrive. For the
-    /// validation cache's tracking; it is never shared with requests.
-    pub async fn tracking_connection(
+    /// Dedicated connections for the validation cache's tracking, never shared with requests:
+    /// one to the primary, or one to every primary of the cluster (each node only reports
+    /// writes to its own keys). They speak RESP3 and hand the servers' push messages
+    /// (invalidations) to `on_push` in the order each server sends them. With a cluster, also
+    /// the primaries they were opened to, so the tracker can notice when that set changes.
+    pub async fn tracking_connections(
         &self,
-        on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
-    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        on_push: Arc<dyn Fn(redis::PushInfo) + Send + Sync>,
+    ) -> redis::RedisResult<TrackedServers> {
         let primary = self.primary().await.map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Io, "no primary", e.to_string()))
         })?;
-        let info = primary.client.get_connection_info().clone();
+        if let Some(client) = &primary.client {
+            let info = client.get_connection_info().clone();
+            let connection = self.resp3_connection(info, false, on_push).await?;
+            return Ok(TrackedServers {
+                connections: vec![connection],
+                cluster_primaries: Vec::new(),
+            });
+        }
+        let mut cluster = primary.manager.clone();
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut cluster)
+            .await?;
+        let cluster_primaries = cluster::primaries(&nodes);
+        if cluster_primaries.is_empty() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "CLUSTER NODES lists no primary",
+            )));
+        }
+        let mut connections = Vec::with_capacity(cluster_primaries.len());
+        for node in &cluster_primaries {
+            let info = format!("{}://{}", self.credentials.scheme(), node.address)
+                .as_str()
+                .into_connection_info()?;
+            connections.push(self.resp3_connection(info, true, on_push.clone()).await?);
+        }
+        Ok(TrackedServers {
+            connections,
+            cluster_primaries,
+        })
+    }
+
+    async fn resp3_connection(
+        &self,
+        info: ConnectionInfo,
+        authenticate: bool,
+        on_push: Arc<dyn Fn(redis::PushInfo) + Send + Sync>,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let resp3 = info
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = self
             .credentials
-            .client(info.set_redis_settings(resp3), false)?;
+            .client(info.set_redis_settings(resp3), authenticate)?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.timeout))

@@ -33,6 +33,7 @@ mod logs;
 mod multi_instance;
 mod password_formats;
 mod proxy_auth;
+mod redis_cluster;
 mod redis_outage;
 mod redis_topologies;
 mod reload;

@@ -181,22 +181,24 @@ impl<'a> TrailReader<'a> {
 
     /// Lines added since the last call (or since [`TrailReader::latest`]).
     pub async fn newer(&mut self) -> Result<Vec<String>, StoreError> {
-        let mut xread = redis::cmd("XREAD");
-        xread
-            .arg("COUNT")
-            .arg(100)
-            .arg("STREAMS")
-            .arg(&self.keys)
-            .arg(&self.seen);
-        let reply: Option<StreamReadReply> = self.redis.query(xread).await?;
         let mut entries = Vec::new();
-        for stream in reply.into_iter().flat_map(|r| r.keys) {
-            if let Some(i) = self.keys.iter().position(|k| *k == stream.key) {
+        // One XREAD per stream: in a Redis Cluster the two streams sit in different slots,
+        // and one command must stay within one.
+        for (key, seen) in self.keys.iter().zip(self.seen.iter_mut()) {
+            let mut xread = redis::cmd("XREAD");
+            xread
+                .arg("COUNT")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(key)
+                .arg(&*seen);
+            let reply: Option<StreamReadReply> = self.redis.query(xread).await?;
+            for stream in reply.into_iter().flat_map(|r| r.keys) {
                 if let Some(newest) = stream.ids.last() {
-                    self.seen[i] = newest.id.clone();
+                    *seen = newest.id.clone();
                 }
+                entries.extend(stream.ids);
             }
-            entries.extend(stream.ids);
         }
         Ok(in_order(entries, usize::MAX))
     }

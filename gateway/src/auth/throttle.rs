@@ -4,8 +4,8 @@
 //!
 //! Counters live in a [`FailureCounters`] store: Redis in production
 //! (`{prefix}fail:user:{sha256(username)}`, `{prefix}fail:ip:{ip}`), so every instance enforces
-//! the same limits; memory in unit tests. Checking costs one `MGET`; a failure one pipelined
-//! `INCR` + `EXPIRE NX` per counter; a success clears the username's counter (not the IP's, so
+//! the same limits; memory in unit tests. Checking costs one `MGET` (split per node by the
+//! cluster client in a Redis Cluster); a failure one pipelined `INCR` + `EXPIRE NX` per counter; a success clears the username's counter (not the IP's, so
 //! an attacker holding one valid account cannot reset their budget for guessing others).
 
 use std::collections::HashMap;
@@ -67,8 +67,10 @@ impl FailureCounters for RedisCounters {
 
     async fn increment(&self, keys: &[String], window: Duration) -> Result<(), StoreError> {
         let window = window.as_secs().max(1);
-        let mut pipe = redis::pipe();
+        // A pipeline per counter: in a Redis Cluster the username's and the IP's counters sit
+        // in different slots, and a pipeline must stay within one.
         for key in keys {
+            let mut pipe = redis::pipe();
             pipe.incr(key, 1)
                 .ignore()
                 .cmd("EXPIRE")
@@ -76,8 +78,9 @@ impl FailureCounters for RedisCounters {
                 .arg(window)
                 .arg("NX")
                 .ignore();
+            self.redis.pipeline::<()>(pipe).await?;
         }
-        self.redis.pipeline::<()>(pipe).await
+        Ok(())
     }
 
     async fn clear(&self, key: &str) -> Result<(), StoreError> {

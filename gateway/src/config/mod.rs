@@ -77,10 +77,12 @@ pub struct UpstreamSettings {
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// One server: the URL without any password (the password travels separately as a
-    /// [`Secret`]). With sentinels, empty.
+    /// [`Secret`]). With sentinels or a cluster, empty.
     pub url: String,
     /// The primary found through Sentinel instead of one URL.
     pub sentinel: Option<SentinelSettings>,
+    /// `host:port` seed nodes of a Redis Cluster instead of one URL; empty when not a cluster.
+    pub cluster_nodes: Vec<String>,
     /// ACL user (Redis 6+); none means `default`.
     pub username: Option<String>,
     pub password: Option<Secret>,

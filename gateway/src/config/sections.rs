@@ -275,13 +275,7 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
             }
         });
     let sentinel = read_sentinel(s, ctx);
-    if s.has("cluster_nodes") {
-        let _: Option<Vec<String>> = s.get("cluster_nodes");
-        s.problem(
-            "cluster_nodes",
-            "Redis Cluster is not supported yet: use one server or Sentinel (see the README)",
-        );
-    }
+    let cluster_nodes = read_cluster_nodes(s);
     if sentinel.is_none() {
         let sentinel_only = [
             "sentinel_master",
@@ -291,10 +285,12 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
             "database",
         ];
         if let Some(key) = sentinel_only.into_iter().find(|k| s.has(k)) {
-            s.problem(
-                key,
-                "only with `sentinels` (a `url` names its own database)",
-            );
+            let why = if cluster_nodes.is_empty() {
+                "only with `sentinels` (a `url` names its own database)"
+            } else {
+                "only with `sentinels` (a Redis Cluster has database 0 only)"
+            };
+            s.problem(key, why);
         }
     }
     let username = s.parse_with("username", |v| {
@@ -321,6 +317,7 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
     let settings = RedisSettings {
         url,
         sentinel,
+        cluster_nodes,
         username,
         password,
         tls,
@@ -356,22 +353,44 @@ pub(super) fn read_redis(s: &Section, ctx: &Ctx) -> RedisSettings {
     settings
 }
 
-fn read_sentinel(s: &Section, ctx: &Ctx) -> Option<SentinelSettings> {
-    let sentinels: Vec<String> = s.get("sentinels")?;
-    if sentinels.is_empty() {
-        s.problem("sentinels", "needs at least one sentinel address");
+/// A list of `HOST:PORT` addresses under `key`; `example` shows the form in the message.
+fn read_addresses(s: &Section, key: &str, what: &str, example: &str) -> Option<Vec<String>> {
+    let addresses: Vec<String> = s.get(key)?;
+    if addresses.is_empty() {
+        s.problem(key, format!("needs at least one {what} address"));
     }
-    for address in &sentinels {
+    for address in &addresses {
         let ok = address.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
         });
         if !ok {
             s.problem(
-                "sentinels",
-                format!("`{address}` is not HOST:PORT, e.g. \"10.0.0.1:26379\""),
+                key,
+                format!("`{address}` is not HOST:PORT, e.g. \"{example}\""),
             );
         }
     }
+    Some(addresses)
+}
+
+/// The seed nodes of a Redis Cluster: any reachable one is enough to learn the rest.
+fn read_cluster_nodes(s: &Section) -> Vec<String> {
+    let nodes =
+        read_addresses(s, "cluster_nodes", "cluster node", "10.0.0.1:7000").unwrap_or_default();
+    // The same parse `run` does, so check-config cannot pass what run refuses.
+    for node in &nodes {
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(format!("redis://{node}")) {
+            s.problem(
+                "cluster_nodes",
+                format!("`{node}` is not a usable node address: {e}"),
+            );
+        }
+    }
+    nodes
+}
+
+fn read_sentinel(s: &Section, ctx: &Ctx) -> Option<SentinelSettings> {
+    let sentinels = read_addresses(s, "sentinels", "sentinel", "10.0.0.1:26379")?;
     let master = s.required::<String>("sentinel_master").unwrap_or_default();
     let password = ctx.secret(s, "sentinel_password", false);
     let database = i64::from(s.integer_in("database", 0..=u32::from(u16::MAX), 0));

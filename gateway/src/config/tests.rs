@@ -423,10 +423,39 @@ fn redis_is_reached_one_way_and_tls_files_need_tls() {
             .any(|p| p.2.contains("exactly one way to reach Redis")),
         "{mixed:?}"
     );
-    let cluster = with("cluster_nodes = [\"127.0.0.1:7000\"]");
+    let cluster_and_url =
+        with("url = \"redis://127.0.0.1:6379/0\"\ncluster_nodes = [\"127.0.0.1:7000\"]");
     assert!(
-        cluster.iter().any(|p| p.1 == "[redis] cluster_nodes"),
-        "{cluster:?}"
+        cluster_and_url
+            .iter()
+            .any(|p| p.1 == "[redis] cluster_nodes" && p.2.contains("exactly one way")),
+        "{cluster_and_url:?}"
+    );
+    let bad_node = with("cluster_nodes = [\"127.0.0.1\"]");
+    assert!(
+        bad_node
+            .iter()
+            .any(|p| p.1 == "[redis] cluster_nodes" && p.2.contains("HOST:PORT")),
+        "{bad_node:?}"
+    );
+    let unusable = with("cluster_nodes = [\"bad host:7000\"]");
+    assert!(
+        unusable
+            .iter()
+            .any(|p| p.1 == "[redis] cluster_nodes" && p.2.contains("not a usable")),
+        "{unusable:?}"
+    );
+    let no_nodes = with("cluster_nodes = []");
+    assert!(
+        no_nodes.iter().any(|p| p.1 == "[redis] cluster_nodes"),
+        "{no_nodes:?}"
+    );
+    let cluster_database = with("cluster_nodes = [\"127.0.0.1:7000\"]\ndatabase = 1");
+    assert!(
+        cluster_database
+            .iter()
+            .any(|p| p.1 == "[redis] database" && p.2.contains("database 0 only")),
+        "{cluster_database:?}"
     );
     let no_master = with("sentinels = [\"127.0.0.1:26379\"]");
     assert!(
@@ -467,6 +496,20 @@ fn redis_is_reached_one_way_and_tls_files_need_tls() {
     assert_eq!(ok.redis.username.as_deref(), Some("gateway"));
     assert_eq!(ok.redis.wait_replicas, 1);
     assert!(ok.redis.tls.is_none());
+    assert!(ok.redis.cluster_nodes.is_empty());
+
+    let cluster = parse(&format!(
+        "{MINIMAL}[redis]\ncluster_nodes = [\"10.0.0.1:7000\", \"10.0.0.2:7000\"]\n\
+         username = \"gateway\"\npassword = \"pw\"\ntls = true\n"
+    ))
+    .expect("valid cluster config");
+    assert_eq!(
+        cluster.redis.cluster_nodes,
+        ["10.0.0.1:7000", "10.0.0.2:7000"]
+    );
+    assert!(cluster.redis.sentinel.is_none());
+    assert!(cluster.redis.url.is_empty());
+    assert!(cluster.redis.tls.is_some());
 }
 
 #[test]

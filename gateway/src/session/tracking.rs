@@ -1,12 +1,18 @@
-//! Keeps the validation cache honest: a background service holding one RESP3 connection with
-//! `CLIENT TRACKING ON BCAST PREFIX {prefix}session:`. Redis pushes an invalidation on it for
-//! every write to a session key, from any instance or from Redis itself (expiry); they are
-//! applied in arrival order, inline, before the reply to any later command on the connection.
+//! Keeps the validation cache honest: a background service holding a RESP3 connection with
+//! `CLIENT TRACKING ON BCAST PREFIX {prefix}session:` to the primary, or to every primary of a
+//! Redis Cluster (a node reports writes to its own keys only). Redis pushes an invalidation on
+//! it for every write to a session key, from any instance or from Redis itself (expiry); they
+//! are applied in arrival order, inline, before the reply to any later command on the
+//! connection.
 //!
-//! Every [`PROOF_INTERVAL`] the tracker pings on that connection; an answered ping proves
-//! every earlier invalidation has been applied, and the cache is served only while such a
-//! proof is fresher than [`FRESHNESS`]. Any failure (connection lost or killed, Redis restarted,
-//! a ping unanswered in time) empties the cache and stops it until tracking is re-established.
+//! Every [`PROOF_INTERVAL`] the tracker pings on every tracking connection; a round in which
+//! every ping was answered proves every earlier invalidation has been applied, and the cache
+//! is served only while such a proof is fresher than [`FRESHNESS`]. Any failure (a connection
+//! lost or killed, Redis restarted, a ping unanswered in time) empties the cache and stops it
+//! until tracking is re-established. With a cluster, each round also asks one node (in turn)
+//! for the cluster's primaries: a failover or a new primary (a node this instance does not
+//! track could now take writes) counts as a failure too, and tracking starts over on the new
+//! set of primaries.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +24,7 @@ use redis::{PushInfo, PushKind, Value};
 
 use super::cache::{ValidationCache, FRESHNESS, PROOF_INTERVAL};
 use super::Handle;
-use crate::redis_conn::SharedRedis;
+use crate::redis_conn::{self, SharedRedis};
 
 /// How long to wait before connecting again after tracking failed.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
@@ -56,41 +62,74 @@ impl CacheTracker {
         let cache = self.cache.clone();
         let session_prefix = format!("{}session:", self.key_prefix);
         let prefix = session_prefix.clone();
-        let mut conn = match self
+        let tracked = match self
             .redis
-            .tracking_connection(move |push| apply(&cache, &prefix, push))
+            .tracking_connections(Arc::new(move |push| apply(&cache, &prefix, push)))
             .await
         {
-            Ok(conn) => conn,
+            Ok(tracked) => tracked,
             Err(e) => return format!("cannot connect: {e}"),
         };
-        let setup: redis::RedisResult<()> = async {
-            redis::cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(CLIENT_NAME)
-                .query_async::<()>(&mut conn)
-                .await?;
-            redis::cmd("CLIENT")
-                .arg("TRACKING")
-                .arg("ON")
-                .arg("BCAST")
-                .arg("PREFIX")
-                .arg(&session_prefix)
-                .query_async::<()>(&mut conn)
-                .await
-        }
-        .await;
-        if let Err(e) = setup {
-            return format!("cannot turn tracking on: {e}");
+        let mut connections = tracked.connections;
+        for conn in &mut connections {
+            let setup: redis::RedisResult<()> = async {
+                redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(CLIENT_NAME)
+                    .query_async::<()>(conn)
+                    .await?;
+                redis::cmd("CLIENT")
+                    .arg("TRACKING")
+                    .arg("ON")
+                    .arg("BCAST")
+                    .arg("PREFIX")
+                    .arg(&session_prefix)
+                    .query_async::<()>(conn)
+                    .await
+            }
+            .await;
+            if let Err(e) = setup {
+                return format!("cannot turn tracking on: {e}");
+            }
         }
         // Whatever was cached before tracking (re)started may have missed an invalidation.
         self.cache.flush();
-        log::info!("session cache tracking invalidations of {session_prefix}*");
+        if tracked.cluster_primaries.is_empty() {
+            log::info!("session cache tracking invalidations of {session_prefix}*");
+        } else {
+            let nodes: Vec<&str> = tracked
+                .cluster_primaries
+                .iter()
+                .map(|p| p.address.as_str())
+                .collect();
+            log::info!(
+                "session cache tracking invalidations of {session_prefix}* on the cluster's \
+                 primaries {}",
+                nodes.join(", ")
+            );
+        }
         let ping_cmd = redis::cmd("PING");
+        let mut nodes_cmd = redis::cmd("CLUSTER");
+        nodes_cmd.arg("NODES");
+        let mut round = 0usize;
         loop {
+            round = round.wrapping_add(1);
             let sent = Instant::now();
-            let ping = ping_cmd.query_async::<String>(&mut conn);
-            match tokio::time::timeout(FRESHNESS, ping).await {
+            let proof = async {
+                for conn in &mut connections {
+                    ping_cmd.query_async::<String>(conn).await?;
+                }
+                if tracked.cluster_primaries.is_empty() {
+                    return Ok(None);
+                }
+                let asked = round % connections.len();
+                let nodes: String = nodes_cmd.query_async(&mut connections[asked]).await?;
+                Ok::<_, redis::RedisError>(Some(redis_conn::cluster_primaries(&nodes)))
+            };
+            match tokio::time::timeout(FRESHNESS, proof).await {
+                Ok(Ok(Some(primaries))) if primaries != tracked.cluster_primaries => {
+                    return "the cluster's primaries changed".to_string();
+                }
                 Ok(Ok(_)) => self.cache.proven(sent),
                 Ok(Err(e)) => return format!("tracking connection failed: {e}"),
                 Err(_) => return "tracking connection stopped answering".to_string(),

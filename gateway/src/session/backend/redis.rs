@@ -4,9 +4,18 @@
 //!   sessions are listed and revoked without scanning the keyspace;
 //! - `sessions`: sorted set of every handle by creation time, for "list all" and "revoke all".
 //!
-//! A lookup is one `GET`; a touch one `SET ... XX`; creation one Lua script, so the per-user
-//! limit holds across instances.
+//! A lookup is one `GET`; a touch one `SET ... XX`; creation one Lua script over all three
+//! keys, so the per-user limit holds across instances.
+//!
+//! A Redis Cluster keeps the same keys (a session key cannot share a slot with its user's
+//! index: it is found by the cookie alone), so nothing touches two slots at once. Creation
+//! there: the record is stored first, then a script on the user's index alone applies the
+//! limit atomically (the same guarantee: concurrent logins of one user queue on that key),
+//! then the all-sessions index is updated and evicted records deleted, each a command of its
+//! own. Which indexed sessions are dead is read beforehand, and a record is always written
+//! before its handle is indexed, so an indexed handle without a record is dead for good.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -54,10 +63,39 @@ redis.call('ZADD', all_index, now_ms, handle)
 return result
 "#;
 
+/// Cluster only: the per-user part of creation, on the user's index alone. The record is
+/// already stored. Drops the handles found dead (ARGV[6..]) and those past the absolute
+/// timeout, applies the limit and indexes the new handle. Returns `{created(0|1), evicted
+/// handles...}`; the caller deletes the evicted records and, when refused, the new one.
+const CLUSTER_LIMIT_SCRIPT: &str = r#"
+local user_index = KEYS[1]
+local now_ms, absolute_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local handle, max, policy = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+redis.call('ZREMRANGEBYSCORE', user_index, '-inf', '(' .. (now_ms - absolute_ms))
+for i = 6, #ARGV do
+  redis.call('ZREM', user_index, ARGV[i])
+end
+local result = {1}
+if max > 0 then
+  local live = redis.call('ZRANGE', user_index, 0, -1)
+  if #live >= max then
+    if policy == 'reject' then return {0} end
+    for i = 1, #live - max + 1 do
+      redis.call('ZREM', user_index, live[i])
+      table.insert(result, live[i])
+    end
+  end
+end
+redis.call('ZADD', user_index, now_ms, handle)
+redis.call('PEXPIRE', user_index, absolute_ms)
+return result
+"#;
+
 pub struct RedisBackend {
     redis: Arc<SharedRedis>,
     prefix: String,
     create_script: Script,
+    cluster_limit_script: Script,
 }
 
 impl RedisBackend {
@@ -66,6 +104,7 @@ impl RedisBackend {
             redis,
             prefix: key_prefix.to_string(),
             create_script: Script::new(CREATE_SCRIPT),
+            cluster_limit_script: Script::new(CLUSTER_LIMIT_SCRIPT),
         }
     }
 
@@ -79,6 +118,163 @@ impl RedisBackend {
 
     fn all_index(&self) -> String {
         format!("{}sessions", self.prefix)
+    }
+}
+
+/// What `create` needs besides the record, as the scripts take it.
+struct Creation<'a> {
+    handle: &'a Handle,
+    record: &'a SessionRecord,
+    ttl_ms: u64,
+    absolute_ms: u64,
+    max: u32,
+    policy: &'static str,
+}
+
+impl RedisBackend {
+    /// The single-server (and Sentinel) creation: one script over the three keys.
+    async fn create_in_one_script(&self, new: Creation<'_>) -> Result<Vec<String>, StoreError> {
+        let mut invocation = self.create_script.prepare_invoke();
+        invocation
+            .key(self.session_key(new.handle))
+            .key(self.user_index(&new.record.user_id))
+            .key(self.all_index())
+            .arg(to_json(new.record)?)
+            .arg(new.ttl_ms)
+            .arg(new.record.created_at_ms)
+            .arg(new.absolute_ms)
+            .arg(new.handle.as_str())
+            .arg(new.max)
+            .arg(new.policy)
+            .arg(format!("{}session:", self.prefix));
+        self.redis
+            .run_durable(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// The cluster's creation, one slot per command (see the module doc for why it is safe).
+    async fn create_across_slots(&self, new: Creation<'_>) -> Result<Vec<String>, StoreError> {
+        let session_key = self.session_key(new.handle);
+        let user_index = self.user_index(&new.record.user_id);
+        let all_index = self.all_index();
+        let record = to_json(new.record)?;
+        let now_ms = new.record.created_at_ms;
+        let oldest_kept = format!("({}", now_ms.saturating_sub(new.absolute_ms));
+        self.redis
+            .run_durable(|mut conn| async move {
+                let mut dead: Vec<String> = Vec::new();
+                if new.max > 0 {
+                    let indexed: Vec<String> = redis::cmd("ZRANGE")
+                        .arg(&user_index)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn)
+                        .await?;
+                    let keys: Vec<String> = indexed
+                        .iter()
+                        .map(|h| format!("{}session:{h}", self.prefix))
+                        .collect();
+                    if !keys.is_empty() {
+                        // MGET over many slots: the cluster client splits it per node.
+                        let records: Vec<Option<String>> =
+                            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+                        dead = indexed
+                            .into_iter()
+                            .zip(records)
+                            .filter(|(_, record)| record.is_none())
+                            .map(|(handle, _)| handle)
+                            .collect();
+                    }
+                }
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&session_key)
+                    .arg(record)
+                    .arg("PX")
+                    .arg(new.ttl_ms)
+                    .arg("NX")
+                    .query_async(&mut conn)
+                    .await?;
+                let mut limit = self.cluster_limit_script.prepare_invoke();
+                limit
+                    .key(&user_index)
+                    .arg(now_ms)
+                    .arg(new.absolute_ms)
+                    .arg(new.handle.as_str())
+                    .arg(new.max)
+                    .arg(new.policy)
+                    .arg(&dead);
+                let reply: Vec<String> = limit.invoke_async(&mut conn).await?;
+                if reply.first().map(String::as_str) != Some("1") {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(&session_key)
+                        .query_async(&mut conn)
+                        .await?;
+                    return Ok(reply);
+                }
+                let evicted = &reply[1..];
+                if !evicted.is_empty() {
+                    let keys: Vec<String> = evicted
+                        .iter()
+                        .map(|h| format!("{}session:{h}", self.prefix))
+                        .collect();
+                    // DEL over many slots: the cluster client splits it per node.
+                    let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+                }
+                let mut all = redis::pipe();
+                all.cmd("ZREMRANGEBYSCORE")
+                    .arg(&all_index)
+                    .arg("-inf")
+                    .arg(&oldest_kept)
+                    .ignore();
+                if !dead.is_empty() || !evicted.is_empty() {
+                    all.cmd("ZREM")
+                        .arg(&all_index)
+                        .arg(&dead)
+                        .arg(evicted)
+                        .ignore();
+                }
+                all.cmd("ZADD")
+                    .arg(&all_index)
+                    .arg(now_ms)
+                    .arg(new.handle.as_str())
+                    .ignore();
+                all.query_async::<()>(&mut conn).await?;
+                Ok(reply)
+            })
+            .await
+    }
+
+    /// The cluster's `delete_all`: each command within one key's slot (or split per node by
+    /// the cluster client), since a pipeline must stay within one slot.
+    async fn delete_across_slots(&self, chunk: &[LiveSession]) -> Result<(), StoreError> {
+        let keys: Vec<String> = chunk.iter().map(|s| self.session_key(&s.handle)).collect();
+        let mut by_user: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for s in chunk {
+            by_user
+                .entry(s.record.user_id.as_str())
+                .or_default()
+                .push(s.handle.as_str());
+        }
+        let handles: Vec<&str> = chunk.iter().map(|s| s.handle.as_str()).collect();
+        let all_index = self.all_index();
+        self.redis
+            .run_durable(|mut conn| async move {
+                let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+                for (user_id, handles) in by_user {
+                    let _: i64 = redis::cmd("ZREM")
+                        .arg(self.user_index(user_id))
+                        .arg(handles)
+                        .query_async(&mut conn)
+                        .await?;
+                }
+                let _: i64 = redis::cmd("ZREM")
+                    .arg(&all_index)
+                    .arg(handles)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -106,23 +302,19 @@ impl SessionBackend for RedisBackend {
             ),
             None => (0, "evict"),
         };
-        let mut invocation = self.create_script.prepare_invoke();
-        invocation
-            .key(self.session_key(handle))
-            .key(self.user_index(&record.user_id))
-            .key(self.all_index())
-            .arg(to_json(record)?)
-            .arg(ttl_ms)
-            .arg(record.created_at_ms)
-            .arg(absolute_ms)
-            .arg(handle.as_str())
-            .arg(max)
-            .arg(policy)
-            .arg(format!("{}session:", self.prefix));
-        let reply: Vec<String> = self
-            .redis
-            .run_durable(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let new = Creation {
+            handle,
+            record,
+            ttl_ms,
+            absolute_ms,
+            max,
+            policy,
+        };
+        let reply = if self.redis.is_cluster() {
+            self.create_across_slots(new).await?
+        } else {
+            self.create_in_one_script(new).await?
+        };
         if reply.first().map(String::as_str) != Some("1") {
             return Ok(Created::LimitReached);
         }
@@ -215,6 +407,10 @@ impl SessionBackend for RedisBackend {
 
     async fn delete_all(&self, sessions: &[LiveSession]) -> Result<(), StoreError> {
         for chunk in sessions.chunks(500) {
+            if self.redis.is_cluster() {
+                self.delete_across_slots(chunk).await?;
+                continue;
+            }
             let mut pipe = redis::pipe();
             for s in chunk {
                 pipe.del(self.session_key(&s.handle))
