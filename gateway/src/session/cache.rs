@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Handle, SessionRecord};
@@ -36,7 +36,7 @@ pub const PROOF_INTERVAL: Duration = Duration::from_millis(25);
 pub const FRESHNESS: Duration = Duration::from_millis(100);
 
 struct Cached {
-    record: SessionRecord,
+    record: Arc<SessionRecord>,
     /// Wall-clock ms: the earlier of the idle and absolute deadlines when it was read.
     usable_until_ms: u64,
 }
@@ -129,7 +129,7 @@ impl ValidationCache {
 
     /// The cached record under `handle`, if the cache may be used and the entry is still
     /// within its deadlines at `now_ms`. Counts a hit or a miss.
-    pub fn get(&self, handle: &Handle, now_ms: u64) -> Option<SessionRecord> {
+    pub fn get(&self, handle: &Handle, now_ms: u64) -> Option<Arc<SessionRecord>> {
         let found = if self.is_live() {
             self.entries.lock().ok().and_then(|entries| {
                 entries
@@ -159,7 +159,7 @@ impl ValidationCache {
         &self,
         ticket: ReadTicket,
         handle: &Handle,
-        record: &SessionRecord,
+        record: &Arc<SessionRecord>,
         usable_until_ms: u64,
     ) {
         if !self.is_live() {
@@ -224,8 +224,8 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
-    fn record(user: &str) -> SessionRecord {
-        SessionRecord {
+    fn record(user: &str) -> Arc<SessionRecord> {
+        Arc::new(SessionRecord {
             user_id: user.into(),
             username: user.into(),
             roles: vec![],
@@ -233,7 +233,7 @@ mod tests {
             last_seen_ms: 0,
             ip: String::new(),
             user_agent: String::new(),
-        }
+        })
     }
 
     fn handle(n: u8) -> Handle {
@@ -255,7 +255,7 @@ mod tests {
         cache.proven(Instant::now());
         cache.insert(cache.ticket(), &handle(1), &record("a"), u64::MAX);
         assert_eq!(
-            cache.get(&handle(1), 0).map(|r| r.user_id),
+            cache.get(&handle(1), 0).map(|r| r.user_id.clone()),
             Some("a".into())
         );
     }

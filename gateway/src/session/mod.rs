@@ -15,6 +15,7 @@ pub mod view;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use presented::{Presented, SessionGate};
@@ -50,9 +51,10 @@ impl SessionRecord {
     }
 }
 
-/// A live session as loaded for a request.
+/// A live session as loaded for a request. The record is shared with the validation cache:
+/// a cache hit hands it out without copying its strings.
 #[derive(Debug, Clone)]
 pub struct LiveSession {
     pub handle: Handle,
-    pub record: SessionRecord,
+    pub record: Arc<SessionRecord>,
 }

@@ -111,8 +111,9 @@ impl SessionGate<'_> {
         let reason = match self.auth.current(&record.user_id, &record.username).await {
             Ok(UserNow::Active(identity)) => {
                 if identity.roles != record.roles || identity.username != record.username {
-                    session.record.roles = identity.roles;
-                    session.record.username = identity.username;
+                    let changed = Arc::make_mut(&mut session.record);
+                    changed.roles = identity.roles;
+                    changed.username = identity.username;
                     if let Err(e) = self.store.rewrite(&session).await {
                         log::warn!("changed roles not written to the session: {e}");
                     }

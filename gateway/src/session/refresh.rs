@@ -56,11 +56,12 @@ impl Refresher {
 mod tests {
     use super::*;
     use crate::session::{SessionId, SessionRecord};
+    use std::sync::Arc;
 
     fn session(created_at_ms: u64) -> LiveSession {
         LiveSession {
             handle: SessionId::generate().unwrap().handle(),
-            record: SessionRecord {
+            record: Arc::new(SessionRecord {
                 user_id: "1".into(),
                 username: "alice".into(),
                 roles: vec!["user".into()],
@@ -68,7 +69,7 @@ mod tests {
                 last_seen_ms: created_at_ms,
                 ip: String::new(),
                 user_agent: String::new(),
-            },
+            }),
         }
     }
 

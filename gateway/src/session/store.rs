@@ -188,7 +188,7 @@ impl SessionStore {
 
     /// Slides the idle timeout: rewrites last-seen and the TTL, only if the session still exists.
     pub async fn touch(&self, session: &LiveSession, now: u64) -> Result<(), StoreError> {
-        let mut record = session.record.clone();
+        let mut record = SessionRecord::clone(&session.record);
         record.last_seen_ms = now;
         let ttl = self.ttl_ms(&record);
         self.backend.replace(&session.handle, &record, ttl).await?;
@@ -222,7 +222,7 @@ impl SessionStore {
     pub async fn get(&self, handle: &Handle) -> Result<Option<LiveSession>, StoreError> {
         Ok(self.backend.get(handle).await?.map(|record| LiveSession {
             handle: handle.clone(),
-            record,
+            record: record.into(),
         }))
     }
 
@@ -281,7 +281,7 @@ mod tests {
                 id,
                 LiveSession {
                     handle,
-                    record: rec,
+                    record: rec.into(),
                 },
             ),
             CreateOutcome::LimitReached => panic!("no limit expected"),
@@ -378,7 +378,7 @@ mod tests {
         match t.app.store.lookup(&id).await.unwrap() {
             Lookup::Expired {
                 session: Some(s), ..
-            } => assert_eq!(s.record, rec),
+            } => assert_eq!(*s.record, rec),
             other => panic!("expected expired with its record, got {other:?}"),
         }
         assert!(t.app.store.get(&handle).await.unwrap().is_none());

@@ -183,7 +183,7 @@ mod tests {
                 ip: String::new(),
                 user_agent: String::new(),
             };
-            cache.insert(cache.ticket(), h, &record, u64::MAX);
+            cache.insert(cache.ticket(), h, &Arc::new(record), u64::MAX);
         }
         cache
     }

@@ -156,7 +156,7 @@ impl SessionBackend for MemoryBackend {
                 Some(record) if user_id.is_none_or(|id| id == record.user_id) => {
                     sessions.push(LiveSession {
                         handle,
-                        record: record.clone(),
+                        record: record.clone().into(),
                     });
                 }
                 Some(_) => {}
@@ -230,7 +230,7 @@ mod tests {
         let revoked = put(&b, &clock, "1", 10 * MIN).await;
         let live = LiveSession {
             handle: revoked.clone(),
-            record: b.get(&revoked).await.unwrap().unwrap(),
+            record: b.get(&revoked).await.unwrap().unwrap().into(),
         };
         b.delete_all(&[live]).await.unwrap();
         assert!(

@@ -391,7 +391,10 @@ impl SessionBackend for RedisBackend {
             for (handle, raw) in chunk.iter().zip(raws) {
                 let parsed = raw.and_then(|r| serde_json::from_str::<SessionRecord>(&r).ok());
                 match (Handle::parse(handle), parsed) {
-                    (Some(handle), Some(record)) => sessions.push(LiveSession { handle, record }),
+                    (Some(handle), Some(record)) => sessions.push(LiveSession {
+                        handle,
+                        record: record.into(),
+                    }),
                     _ => dead.push(handle.clone()),
                 }
             }
