@@ -33,24 +33,6 @@ fn id_of(resp: &reqwest::Response) -> String {
     resp.headers()["x-request-id"].to_str().unwrap().to_string()
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of one sample line of the Prometheus text (`name{labels}`), 0 if absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 const JSON_EVERYWHERE: &str = "[log]\nformat = \"json\"\naccess = \"stdout\"\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,9 +257,9 @@ async fn metrics_show_durations_answers_connections_and_session_ends() {
     assert_eq!(logout.status(), 200);
     let connections: Vec<_> = (0..3).map(|_| open_keep_alive(&s.gw)).collect();
 
-    let text = metrics(&s.gw).await;
+    let text = metrics_text(&s.gw).await;
     let check = |series: &str, expected: f64| {
-        assert_eq!(sample(&text, series), expected, "{series} in\n{text}");
+        assert_eq!(sample_in(&text, series), expected, "{series} in\n{text}");
     };
     check("gateway_sessions_created_total", 3.0);
     check("gateway_sessions_ended_total{reason=\"evicted\"}", 1.0);
@@ -295,12 +277,12 @@ async fn metrics_show_durations_answers_connections_and_session_ends() {
     );
     check("gateway_log_lines_dropped_total{log=\"audit\"}", 0.0);
     assert!(
-        sample(&text, "gateway_open_connections") >= 3.0,
+        sample_in(&text, "gateway_open_connections") >= 3.0,
         "three keep-alive connections are open:\n{text}"
     );
     drop(connections);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sample(&metrics(&s.gw).await, "gateway_open_connections") >= 3.0 {
+    while metric(&s.gw, "gateway_open_connections").await >= 3.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "closed connections still counted"

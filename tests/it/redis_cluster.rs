@@ -40,6 +40,30 @@ struct Cluster {
     children: Vec<Child>,
 }
 
+/// `redis-cli --cluster ARGS…` as the cluster's admin user; panics with its output on failure.
+fn cluster_command(args: &[String]) {
+    let out = Command::new("redis-cli")
+        .args([
+            "--user",
+            ADMIN_USER,
+            "--pass",
+            ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ])
+        .arg("--cluster")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
@@ -51,31 +75,10 @@ impl Cluster {
         for _ in 0..3 {
             cluster.spawn_node();
         }
-        let mut create = Command::new("redis-cli");
-        create
-            .args([
-                "--user",
-                ADMIN_USER,
-                "--pass",
-                ADMIN_PASSWORD,
-                "--no-auth-warning",
-            ])
-            .arg("--cluster")
-            .arg("create");
-        for port in &cluster.ports {
-            create.arg(format!("127.0.0.1:{port}"));
-        }
-        let out = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut create = vec!["create".to_string()];
+        create.extend(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        cluster_command(&create);
         // Ready when every node says the cluster is ok and knows all three primaries.
         let deadline = Instant::now() + Duration::from_secs(20);
         for i in 0..cluster.ports.len() {
@@ -175,26 +178,11 @@ impl Cluster {
     fn add_primary(&mut self) -> u16 {
         self.spawn_node();
         let new = *self.ports.last().unwrap();
-        let out = Command::new("redis-cli")
-            .args([
-                "--user",
-                ADMIN_USER,
-                "--pass",
-                ADMIN_PASSWORD,
-                "--no-auth-warning",
-            ])
-            .args(["--cluster", "add-node"])
-            .arg(format!("127.0.0.1:{new}"))
-            .arg(format!("127.0.0.1:{}", self.ports[0]))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli --cluster add-node");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster add-node: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cluster_command(&[
+            "add-node".to_string(),
+            format!("127.0.0.1:{new}"),
+            format!("127.0.0.1:{}", self.ports[0]),
+        ]);
         new
     }
 
@@ -299,52 +287,6 @@ fn limited(cfg: TestConfig, max: u32, policy: &str) -> TestConfig {
         cfg,
         &format!("max_per_user = {max}\non_limit = {}", toml_str(policy)),
     )
-}
-
-/// The value of one sample line of `/metrics`.
-async fn metric(gw: &Gateway, sample: &str) -> f64 {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
-const HITS: &str = "gateway_session_cache_total{result=\"hit\"}";
-const FLUSHES: &str = "gateway_session_cache_flushes_total";
-
-/// Requests with `cookie` on `gw` until one is answered from the validation cache: the cache
-/// is live only while the tracking connections to every primary are.
-async fn until_cached(gw: &Gateway, cookie: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before = metric(gw, HITS).await;
-        assert_eq!(status_with(gw, cookie).await, 200, "session must be live");
-        if metric(gw, HITS).await > before {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never answered from the cache:\n{}",
-            gw.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls until `sample` on `gw` exceeds `floor`.
-async fn until_metric_above(gw: &Gateway, sample: &str, floor: f64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(gw, sample).await <= floor {
-        assert!(Instant::now() < deadline, "{what}:\n{}", gw.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn handles_in(list: &Value) -> Vec<String> {
@@ -601,7 +543,7 @@ async fn the_cache_starts_over_when_a_primary_joins_and_stops_when_one_is_lost()
 
     // A new primary could take writes for any slot once slots move to it: the tracker notices
     // it joined, empties the cache and tracks the four primaries from then on.
-    let flushes = metric(&p.b, FLUSHES).await;
+    let flushes = metric(&p.b, CACHE_FLUSHES).await;
     let joined = format!("127.0.0.1:{}", p.cluster.add_primary());
     let logs = poll_until(
         "tracking over the four primaries",
@@ -615,7 +557,13 @@ async fn the_cache_starts_over_when_a_primary_joins_and_stops_when_one_is_lost()
         },
     )
     .await;
-    until_metric_above(&p.b, FLUSHES, flushes, "the cache flushed after the join").await;
+    until_metric_above(
+        &p.b,
+        CACHE_FLUSHES,
+        flushes,
+        "the cache flushed after the join",
+    )
+    .await;
     assert!(!logs.contains("panicked"), "{logs}");
     until_cached(&p.b, &cookie).await;
     let revoked = handle_of(&p.a, &cookie).await;
@@ -635,13 +583,23 @@ async fn the_cache_starts_over_when_a_primary_joins_and_stops_when_one_is_lost()
         })
         .expect("a node holds the session");
     let victim = (0..3).find(|&node| node != holder).unwrap();
-    let flushes = metric(&p.b, FLUSHES).await;
+    let flushes = metric(&p.b, CACHE_FLUSHES).await;
     p.cluster.kill(victim);
-    until_metric_above(&p.b, FLUSHES, flushes, "the cache flushed after the crash").await;
+    until_metric_above(
+        &p.b,
+        CACHE_FLUSHES,
+        flushes,
+        "the cache flushed after the crash",
+    )
+    .await;
     for _ in 0..5 {
-        let hits = metric(&p.b, HITS).await;
+        let hits = metric(&p.b, CACHE_HITS).await;
         assert_eq!(status_with(&p.b, &survivor).await, 200, "{}", p.b.logs());
-        assert_eq!(metric(&p.b, HITS).await, hits, "no answer from the cache");
+        assert_eq!(
+            metric(&p.b, CACHE_HITS).await,
+            hits,
+            "no answer from the cache"
+        );
     }
     assert!(!p.b.logs().contains("panicked"));
 }

@@ -494,14 +494,7 @@ async fn a_sentinel_failover_under_load_loses_no_session_and_revives_no_revoked_
         );
     }
     assert_eq!(get_with_cookie(&other, "/app/x", &bob).await.status(), 401);
-    let metrics = client()
-        .get(other.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&other).await;
     assert!(
         metrics
             .lines()

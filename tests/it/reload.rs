@@ -81,21 +81,8 @@ impl Site {
 
     /// `gateway_config_reloads_total{result}` as the admin listener reports it now.
     async fn reloads(&self, result: &str) -> u64 {
-        let text = client()
-            .get(self.gw().admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let prefix = format!("gateway_config_reloads_total{{result=\"{result}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
+        let sample = format!("gateway_config_reloads_total{{result=\"{result}\"}}");
+        metric(self.gw(), &sample).await as u64
     }
 
     /// Waits until the gateway has counted `n` reloads with `result`.

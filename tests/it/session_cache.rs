@@ -8,67 +8,23 @@ use std::time::{Duration, Instant};
 use crate::session_helpers::*;
 use crate::support::*;
 
-/// The value of one sample line of `/metrics`, e.g. `gateway_session_cache_total{result="hit"}`.
-async fn metric(gw: &Gateway, sample: &str) -> f64 {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
-const HITS: &str = "gateway_session_cache_total{result=\"hit\"}";
-const MISSES: &str = "gateway_session_cache_total{result=\"miss\"}";
-const FLUSHES: &str = "gateway_session_cache_flushes_total";
-const ENTRIES: &str = "gateway_session_cache_entries";
-
-/// Requests with `cookie` on `gw` until one is answered from the cache.
-async fn until_cached(gw: &Gateway, cookie: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before = metric(gw, HITS).await;
-        assert_eq!(status_with(gw, cookie).await, 200, "session must be live");
-        if metric(gw, HITS).await > before {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never answered from the cache:\n{}",
-            gw.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls until `sample` on `gw` exceeds `floor`.
-async fn until_metric_above(gw: &Gateway, sample: &str, floor: f64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(gw, sample).await <= floor {
-        assert!(Instant::now() < deadline, "{what}:\n{}", gw.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cached_sessions_cost_redis_nothing() {
     let s = Stack::start().await;
     let cookie = alice(&s.gw).await;
     until_cached(&s.gw, &cookie).await;
     reset_stats(&s.redis);
-    let (hits, misses) = (metric(&s.gw, HITS).await, metric(&s.gw, MISSES).await);
+    let (hits, misses) = (
+        metric(&s.gw, CACHE_HITS).await,
+        metric(&s.gw, CACHE_MISSES).await,
+    );
     for _ in 0..30 {
         assert_eq!(status_with(&s.gw, &cookie).await, 200);
     }
     let calls = command_calls(&s.redis);
     let (hits, misses) = (
-        metric(&s.gw, HITS).await - hits,
-        metric(&s.gw, MISSES).await - misses,
+        metric(&s.gw, CACHE_HITS).await - hits,
+        metric(&s.gw, CACHE_MISSES).await - misses,
     );
     // Every check was answered, from the cache or by one GET. A miss happens only if the
     // tracking proof lapsed (a ping slower than 100 ms on a loaded machine): then the cache
@@ -150,11 +106,11 @@ async fn a_dropped_tracking_connection_empties_the_cache_and_it_comes_back() {
     let s = Stack::start().await;
     let cookie = alice(&s.gw).await;
     until_cached(&s.gw, &cookie).await;
-    let flushes = metric(&s.gw, FLUSHES).await;
+    let flushes = metric(&s.gw, CACHE_FLUSHES).await;
 
     kill_tracking_connection(&s.redis);
-    until_metric_above(&s.gw, FLUSHES, flushes, "the cache was not flushed").await;
-    assert_eq!(metric(&s.gw, ENTRIES).await, 0.0);
+    until_metric_above(&s.gw, CACHE_FLUSHES, flushes, "the cache was not flushed").await;
+    assert_eq!(metric(&s.gw, CACHE_ENTRIES).await, 0.0);
     // Tracking is re-established by itself, and the cache is used again.
     until_cached(&s.gw, &cookie).await;
 }
@@ -184,11 +140,11 @@ async fn a_redis_restart_empties_the_cache() {
     let mut s = Stack::start().await;
     let cookie = alice(&s.gw).await;
     until_cached(&s.gw, &cookie).await;
-    let flushes = metric(&s.gw, FLUSHES).await;
+    let flushes = metric(&s.gw, CACHE_FLUSHES).await;
     // The test Redis keeps nothing on disk: after a restart the session is gone, and a cache
     // that kept it would let it in.
     s.redis.restart();
-    until_metric_above(&s.gw, FLUSHES, flushes, "no flush after the restart").await;
+    until_metric_above(&s.gw, CACHE_FLUSHES, flushes, "no flush after the restart").await;
     // Never let in again: 503 while the gateway reconnects, then 401.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -228,7 +184,7 @@ async fn the_entry_bound_holds() {
     }
     for cookie in &cookies {
         until_cached(&s.gw, cookie).await;
-        assert!(metric(&s.gw, ENTRIES).await <= 2.0);
+        assert!(metric(&s.gw, CACHE_ENTRIES).await <= 2.0);
     }
-    assert_eq!(metric(&s.gw, ENTRIES).await, 2.0);
+    assert_eq!(metric(&s.gw, CACHE_ENTRIES).await, 2.0);
 }

@@ -417,3 +417,65 @@ pub fn tamper(cookie: &str) -> String {
     chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
     chars.into_iter().collect()
 }
+
+/// The admin listener's `/metrics`, as text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// The value of one sample line (`name{labels}`) of a `/metrics` text; 0 if absent.
+pub fn sample_in(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The value of one sample line of `/metrics`, e.g. `gateway_session_cache_total{result="hit"}`.
+pub async fn metric(gw: &Gateway, sample: &str) -> f64 {
+    sample_in(&metrics_text(gw).await, sample)
+}
+
+pub const CACHE_HITS: &str = "gateway_session_cache_total{result=\"hit\"}";
+pub const CACHE_MISSES: &str = "gateway_session_cache_total{result=\"miss\"}";
+pub const CACHE_FLUSHES: &str = "gateway_session_cache_flushes_total";
+pub const CACHE_ENTRIES: &str = "gateway_session_cache_entries";
+
+/// Requests with `cookie` on `gw` until one is answered from the cache.
+pub async fn until_cached(gw: &Gateway, cookie: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = metric(gw, CACHE_HITS).await;
+        assert_eq!(status_with(gw, cookie).await, 200, "session must be live");
+        if metric(gw, CACHE_HITS).await > before {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never answered from the cache:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until `sample` on `gw` exceeds `floor`.
+pub async fn until_metric_above(gw: &Gateway, sample: &str, floor: f64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(gw, sample).await <= floor {
+        assert!(Instant::now() < deadline, "{what}:\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
