@@ -32,6 +32,9 @@ pub fn init(settings: &LogSettings, env: &dyn Environment) {
                 json_line(record.level(), record.target(), &record.args().to_string())
             )
         });
+        // A panic's own message is plain text on stderr, which would break a collector's
+        // parser at the moment its line matters most: send it through the log instead.
+        std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
     }
     let _ = builder.try_init();
 }
