@@ -147,7 +147,7 @@ impl AdminApi {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         Ok(match (method, segments.as_slice()) {
             (&Method::GET, ["sessions"]) => {
-                let sessions = operator::list(app, user).await?;
+                let sessions = operator::list(app, user, by).await?;
                 json(200, sessions_json(&sessions))
             }
             (&Method::DELETE, ["sessions"]) => {

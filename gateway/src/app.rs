@@ -8,24 +8,25 @@ use std::sync::{Arc, PoisonError, RwLock};
 use pingora::http::RequestHeader;
 
 use crate::assertion::AssertionSigner;
-use crate::audit::{Audit, EventStream, RedisStream};
+use crate::audit::{Audit, AuditEvent, EventStream, RedisStream};
 use crate::auth::credentials::Authenticator;
 use crate::auth::database::UserDatabase;
 use crate::auth::throttle::{FailureCounters, LoginThrottle, RedisCounters};
 use crate::auth::users::UserTable;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::errors::ConfigError;
+use crate::errors::{ConfigError, StoreError};
 use crate::i18n::Texts;
 use crate::logs::access::AccessLog;
-use crate::metrics::Metrics;
+use crate::metrics::{EndReason, Metrics};
 use crate::pages::DEFAULT_LOGIN_TEMPLATE;
 use crate::redis_conn::SharedRedis;
 use crate::session::backend::{RedisBackend, SessionBackend};
 use crate::session::cache::ValidationCache;
 use crate::session::refresh::Refresher;
-use crate::session::{Keys, SealedWith, SessionGate, SessionStore};
+use crate::session::{Keys, LiveSession, SealedWith, SessionGate, SessionStore};
 use crate::web::cookies::CookiePolicy;
+use crate::web::request::Origin;
 
 /// How many of [`App::hidden_cookies`] are the gateway's own: the session and the login nonce.
 pub const OWN_COOKIES: usize = 2;
@@ -230,6 +231,30 @@ impl App {
             .find_map(|value| self.keys.open_sealed(value))
             .filter(|(_, sealed)| *sealed == SealedWith::Previous)
             .map(|(id, _)| self.cookies.session(name, &self.keys.seal(&id)))
+    }
+
+    /// Live sessions, of one user or of everyone, oldest first. Sessions the listing found
+    /// expired (and was the first to notice) are reported as the returning cookie would have:
+    /// audited as `session_expired` and counted.
+    pub async fn live_sessions(
+        &self,
+        user_id: Option<&str>,
+        origin: &Origin,
+    ) -> Result<Vec<LiveSession>, StoreError> {
+        let listing = self.store.list(user_id).await?;
+        self.metrics
+            .sessions_ended(EndReason::Expired, listing.expired.len());
+        for handle in &listing.expired {
+            // Waited for: the command line lists and exits at once.
+            self.audit
+                .record_and_wait(
+                    AuditEvent::new("session_expired", "gateway", origin)
+                        .handle(handle)
+                        .reason("found_by_listing"),
+                )
+                .await;
+        }
+        Ok(listing.live)
     }
 
     /// Which session, if any, a request presents.

@@ -239,7 +239,7 @@ fn sessions(action: SessionsCommand, env: &dyn Environment) -> ExitCode {
     let outcome = block_on(async {
         match job {
             SessionsCommand::List { user, json, .. } => {
-                let sessions = operator::list(&app, user.as_deref()).await?;
+                let sessions = operator::list(&app, user.as_deref(), &by).await?;
                 if json {
                     println!("{}", sessions_json(&sessions));
                 } else {

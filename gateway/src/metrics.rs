@@ -7,7 +7,7 @@
 //! - `gateway_open_connections`: client connections open on the public listener now (read
 //!   from the kernel's socket table when scraped: nothing is counted per request).
 //! - `gateway_sessions_created_total`; `gateway_sessions_ended_total{reason}` (see
-//!   [`EndReason`]).
+//!   [`EndReason`]; an expiry is counted when it is noticed).
 //! - `gateway_login_duration_seconds`: login form submissions, from body read to answer
 //!   (password hashing included).
 //! - `gateway_log_lines_dropped_total{log}`: audit (`audit`) and access (`access`) lines
@@ -83,7 +83,8 @@ pub enum EndReason {
     Revoked,
     /// The per-user session limit pushed it out.
     Evicted,
-    /// Its idle or absolute timeout passed (counted when it is next presented).
+    /// Its idle or absolute timeout passed (counted once, when its cookie comes back or a
+    /// listing finds it gone).
     Expired,
     /// Its user was disabled, removed or changed (`[login] refresh_interval`).
     UserChanged,

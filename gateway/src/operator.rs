@@ -9,8 +9,12 @@ use crate::session::{Handle, LiveSession};
 use crate::web::request::Origin;
 
 /// Live sessions, of one user or of everyone, oldest first.
-pub async fn list(app: &App, user_id: Option<&str>) -> Result<Vec<LiveSession>, StoreError> {
-    app.store.list(user_id).await
+pub async fn list(
+    app: &App,
+    user_id: Option<&str>,
+    by: &Origin,
+) -> Result<Vec<LiveSession>, StoreError> {
+    app.live_sessions(user_id, by).await
 }
 
 /// Revokes one session; `false` if no live session has that handle.
@@ -28,13 +32,13 @@ pub async fn revoke_handle(app: &App, handle: &Handle, by: &Origin) -> Result<bo
 
 /// Revokes every session of one user; returns how many there were.
 pub async fn revoke_user(app: &App, user_id: &str, by: &Origin) -> Result<usize, StoreError> {
-    let sessions = app.store.list(Some(user_id)).await?;
+    let sessions = app.live_sessions(Some(user_id), by).await?;
     revoke(app, &sessions, by, "user").await
 }
 
 /// Revokes every session there is (after an incident, or to force everyone to sign in again).
 pub async fn revoke_all(app: &App, by: &Origin) -> Result<usize, StoreError> {
-    let sessions = app.store.list(None).await?;
+    let sessions = app.live_sessions(None, by).await?;
     revoke(app, &sessions, by, "all").await
 }
 

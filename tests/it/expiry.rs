@@ -94,6 +94,48 @@ async fn idle_session_key_disappears_from_redis_by_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_expiry_nobody_came_back_for_is_reported_by_the_next_listing_once() {
+    let s =
+        Stack::start_with(|c| with_admin_token(c.idle_timeout("2s").absolute_timeout("60s"))).await;
+    let cookie = alice(&s.gw).await;
+    let handle = handle_of(&s.gw, &cookie).await;
+    poll_until(
+        "the idle session key to expire in Redis",
+        Duration::from_secs(10),
+        || s.session_keys(),
+        |keys| keys.is_empty(),
+    )
+    .await;
+    // An operator's listing is the first to notice: it reports the expiry.
+    assert_eq!(
+        admin_get_json(&s.gw, "/sessions").await,
+        serde_json::json!([])
+    );
+    let expired = |events: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        events_named(events, "session_expired")
+            .into_iter()
+            .cloned()
+            .collect()
+    };
+    let events = stream_events(&s.redis, PREFIX);
+    let found = expired(&events);
+    assert_eq!(found.len(), 1, "{events:?}");
+    assert_eq!(found[0]["handle"], handle.as_str());
+    assert_eq!(found[0]["reason"], "found_by_listing");
+    assert_eq!(
+        metric(&s.gw, "gateway_sessions_ended_total{reason=\"expired\"}").await,
+        1.0
+    );
+    // The cookie coming back, or another listing, does not report it again.
+    assert_eq!(status_with(&s.gw, &cookie).await, 401);
+    assert_eq!(
+        admin_get_json(&s.gw, "/sessions").await,
+        serde_json::json!([])
+    );
+    assert_eq!(expired(&stream_events(&s.redis, PREFIX)).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn absolute_timeout_ends_a_session_however_active() {
     tolerate_clock_jumps(|| async {
         let s = Stack::start_with(|c| c.idle_timeout("2s").absolute_timeout("5s")).await;

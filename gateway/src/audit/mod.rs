@@ -2,7 +2,8 @@
 //!
 //! Events: `login_success`, `login_failure` (with a reason class, e.g. `too_many_failures`), `logout`,
 //! `logout_everywhere`, `session_ended` (a user ended one of their other sessions),
-//! `admin_revoke`, `session_evicted` (per-user limit), `session_expired`, `access_denied` (an
+//! `admin_revoke`, `session_evicted` (per-user limit), `session_expired` (once, by whoever
+//! notices first: the returning cookie or a listing), `access_denied` (an
 //! access rule refused a request), `cookie_rejected`, `config_reloaded` (SIGHUP reloaded the
 //! users file and login template, or failed to: see [`crate::reload`]).
 //! Each carries a timestamp, event id, user, session handle, client IP and user agent, and never

@@ -612,7 +612,7 @@ mod tests {
         t.login("alice").await;
         let evicted = t.events_named("session_evicted");
         assert_eq!(evicted.len(), 1);
-        let live = t.app.store.list(Some("1")).await.unwrap();
+        let live = t.app.store.list(Some("1")).await.unwrap().live;
         assert_eq!(live.len(), 2);
         let first_handle = t.app.keys.open(&first).unwrap().handle();
         assert!(live.iter().all(|s| s.handle != first_handle));

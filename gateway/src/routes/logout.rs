@@ -95,7 +95,9 @@ async fn end_all_of_user(
     live: &LiveSession,
     origin: &Origin,
 ) -> Result<usize, StoreError> {
-    let mut sessions = app.store.list(Some(&live.record.user_id)).await?;
+    let mut sessions = app
+        .live_sessions(Some(&live.record.user_id), origin)
+        .await?;
     if !sessions.iter().any(|s| s.handle == live.handle) {
         sessions.push(live.clone());
     }
@@ -198,7 +200,7 @@ mod tests {
         let reply = post_logout(&t, &laptop, &[("csrf_token", &token), ("scope", "all")]).await;
         assert_eq!(reply.status, 303);
         assert!(reply.expires_cookie("gateway_session"));
-        assert!(t.app.store.list(Some("1")).await.unwrap().is_empty());
+        assert!(t.app.store.list(Some("1")).await.unwrap().live.is_empty());
         assert!(!t.is_stored(&phone).await);
         assert!(t.is_stored(&bob).await);
         let events = t.events_named("logout_everywhere");

@@ -24,7 +24,9 @@ async fn signed_in(app: &App, view: &RequestView<'_>) -> Result<LiveSession, Ref
 pub async fn list(app: &App, view: &RequestView<'_>) -> Handled {
     let live = signed_in(app, view).await?;
     let req = view.head;
-    let sessions = app.store.list(Some(&live.record.user_id)).await?;
+    let sessions = app
+        .live_sessions(Some(&live.record.user_id), &view.origin)
+        .await?;
     if wants_json(req) {
         let items: Vec<serde_json::Value> = sessions
             .iter()

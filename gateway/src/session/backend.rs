@@ -5,7 +5,9 @@
 //! means) live once, in [`super::SessionStore`]. Both backends keep the same contract:
 //! - a record has a TTL and disappears by itself when it passes;
 //! - a handle stays in the all-sessions index until removed, so a genuine cookie without a
-//!   record can tell "expired" (still indexed) from "revoked" (removed with the record);
+//!   record can tell "expired" (still indexed) from "revoked" (removed with the record), and
+//!   whoever removes an expired handle from it (a returning cookie, or a listing) is the one
+//!   who reports the expiry: each is reported once, whichever instance notices it;
 //! - `create` applies the per-user limit atomically with storing the record.
 
 mod memory;
@@ -25,6 +27,16 @@ use crate::errors::StoreError;
 pub struct UserLimit {
     pub max: u32,
     pub policy: LimitPolicy,
+}
+
+/// What a listing found.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The live sessions, oldest first.
+    pub live: Vec<LiveSession>,
+    /// Sessions that expired unnoticed and that this listing took out of the all-sessions
+    /// index: it is the one to report them.
+    pub expired: Vec<Handle>,
 }
 
 /// What `create` did.
@@ -65,8 +77,10 @@ pub trait SessionBackend: Send + Sync {
         ttl_ms: u64,
     ) -> Result<(), StoreError>;
 
-    /// Live sessions of one user (or of everyone), oldest first; dead index entries are pruned.
-    async fn list(&self, user_id: Option<&str>) -> Result<Vec<LiveSession>, StoreError>;
+    /// Live sessions of one user (or of everyone), oldest first. Dead index entries are pruned
+    /// from the listed index and from the all-sessions index; those this call removed from the
+    /// latter are returned as expired.
+    async fn list(&self, user_id: Option<&str>) -> Result<Listing, StoreError>;
 
     /// Removes the records and index entries of `sessions`.
     async fn delete_all(&self, sessions: &[LiveSession]) -> Result<(), StoreError>;

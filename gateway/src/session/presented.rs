@@ -260,6 +260,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_expiry_a_listing_finds_is_reported_once_by_the_listing() {
+        let t = short_sessions();
+        let alice = t.login("alice").await;
+        t.login("bob").await;
+        t.advance(10 * MIN + Duration::from_secs(1));
+        let by = Req::get("/admin").origin();
+        assert!(t.app.live_sessions(None, &by).await.unwrap().is_empty());
+        let expired = t.events_named("session_expired");
+        assert_eq!(expired.len(), 2, "{expired:?}");
+        assert!(expired.iter().all(|e| e["reason"] == "found_by_listing"));
+        // Neither another listing nor the returning cookie reports them again.
+        assert!(t.app.live_sessions(None, &by).await.unwrap().is_empty());
+        assert!(matches!(t.presented(&alice).await, Presented::Ended));
+        assert_eq!(t.events_named("session_expired").len(), 2);
+        let metrics = String::from_utf8(t.app.metrics.render()).unwrap();
+        assert!(
+            metrics.contains("gateway_sessions_ended_total{reason=\"expired\"} 2"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
     async fn activity_slides_the_idle_deadline() {
         let t = short_sessions();
         let alice = t.login("alice").await;

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::{Created, SessionBackend, UserLimit};
+use super::backend::{Created, Listing, SessionBackend, UserLimit};
 use super::cache::ValidationCache;
 use super::claims::OncePerInterval;
 use super::{Handle, LiveSession, SessionId, SessionRecord};
@@ -227,7 +227,7 @@ impl SessionStore {
     }
 
     /// Live sessions of one user (or of everyone), oldest first.
-    pub async fn list(&self, user_id: Option<&str>) -> Result<Vec<LiveSession>, StoreError> {
+    pub async fn list(&self, user_id: Option<&str>) -> Result<Listing, StoreError> {
         self.backend.list(user_id).await
     }
 
@@ -399,7 +399,7 @@ mod tests {
         advance(&t, 10 * MIN);
         t.app.store.touch(&expired, t.clock.now_ms()).await.unwrap();
         assert!(!stored(&t, &expired).await);
-        assert!(t.app.store.list(None).await.unwrap().is_empty());
+        assert!(t.app.store.list(None).await.unwrap().live.is_empty());
     }
 
     #[tokio::test]
@@ -415,19 +415,19 @@ mod tests {
         t.app.store.delete(&c).await.unwrap();
         let handles = |v: Vec<LiveSession>| v.into_iter().map(|s| s.handle).collect::<Vec<_>>();
         assert_eq!(
-            handles(t.app.store.list(None).await.unwrap()),
+            handles(t.app.store.list(None).await.unwrap().live),
             [a.handle.clone(), b.handle.clone(), d.handle.clone()]
         );
         assert_eq!(
-            handles(t.app.store.list(Some("1")).await.unwrap()),
+            handles(t.app.store.list(Some("1")).await.unwrap().live),
             [a.handle.clone(), d.handle.clone()]
         );
         advance(&t, 7 * MIN); // a is 10 minutes idle
         assert_eq!(
-            handles(t.app.store.list(None).await.unwrap()),
+            handles(t.app.store.list(None).await.unwrap().live),
             [b.handle.clone(), d.handle.clone()]
         );
-        assert!(t.app.store.list(Some("3")).await.unwrap().is_empty());
+        assert!(t.app.store.list(Some("3")).await.unwrap().live.is_empty());
     }
 
     #[tokio::test]
@@ -486,7 +486,7 @@ mod tests {
             t.app.store.create(&rec).await.unwrap(),
             CreateOutcome::LimitReached
         ));
-        assert_eq!(t.app.store.list(Some("1")).await.unwrap().len(), 1);
+        assert_eq!(t.app.store.list(Some("1")).await.unwrap().live.len(), 1);
         assert!(stored(&t, &first).await);
         create(&t, "2").await;
         // Once the first has expired it no longer holds the user's place.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Created, SessionBackend, UserLimit};
+use super::{Created, Listing, SessionBackend, UserLimit};
 use crate::clock::Clock;
 use crate::config::LimitPolicy;
 use crate::errors::StoreError;
@@ -145,28 +145,31 @@ impl SessionBackend for MemoryBackend {
         Ok(())
     }
 
-    async fn list(&self, user_id: Option<&str>) -> Result<Vec<LiveSession>, StoreError> {
+    async fn list(&self, user_id: Option<&str>) -> Result<Listing, StoreError> {
         let now = self.clock.now_ms();
         let mut data = self.data()?;
         let mut entries: Vec<(u64, Handle)> = data.index.clone();
         entries.sort();
-        let mut sessions = Vec::new();
+        let mut listing = Listing::default();
         for (_, handle) in entries {
             match data.live(&handle, now) {
                 Some(record) if user_id.is_none_or(|id| id == record.user_id) => {
-                    sessions.push(LiveSession {
+                    listing.live.push(LiveSession {
                         handle,
                         record: record.clone().into(),
                     });
                 }
                 Some(_) => {}
-                // Like Redis, listing everyone prunes the all-sessions index; a user's listing
-                // prunes only that user's index, which this store does not keep apart.
-                None if user_id.is_none() => data.index.retain(|(_, h)| h != &handle),
+                // Whose it was is gone with the record: a user's listing prunes the entries of
+                // its index, which this store keeps as one with everyone's.
+                None if user_id.is_none() || data.user_of(&handle) == user_id => {
+                    data.index.retain(|(_, h)| h != &handle);
+                    listing.expired.push(handle);
+                }
                 None => {}
             }
         }
-        Ok(sessions)
+        Ok(listing)
     }
 
     async fn delete_all(&self, sessions: &[LiveSession]) -> Result<(), StoreError> {
@@ -286,7 +289,7 @@ mod tests {
         assert!(b.replace(&h, &rec, MIN).await.is_err());
         b.set_down(false);
         assert!(b.ping().await.is_ok());
-        assert_eq!(b.list(None).await.unwrap().len(), 1);
+        assert_eq!(b.list(None).await.unwrap().live.len(), 1);
     }
 
     #[tokio::test]
@@ -294,7 +297,27 @@ mod tests {
         let (clock, b) = backend();
         let h = put(&b, &clock, "1", MIN).await;
         clock.advance(std::time::Duration::from_millis(MIN));
-        assert!(b.list(None).await.unwrap().is_empty());
+        let listing = b.list(None).await.unwrap();
+        assert!(listing.live.is_empty());
+        assert_eq!(
+            listing.expired,
+            std::slice::from_ref(&h),
+            "the listing reports what it pruned"
+        );
         assert!(!b.unindex(&h).await.unwrap(), "list should have pruned it");
+        assert!(b.list(None).await.unwrap().expired.is_empty(), "once");
+    }
+
+    #[tokio::test]
+    async fn a_users_listing_prunes_and_reports_only_that_users_dead_entries() {
+        let (clock, b) = backend();
+        let mine = put(&b, &clock, "1", MIN).await;
+        let theirs = put(&b, &clock, "2", MIN).await;
+        clock.advance(std::time::Duration::from_millis(MIN));
+        assert_eq!(b.list(Some("1")).await.unwrap().expired, [mine]);
+        assert!(
+            b.unindex(&theirs).await.unwrap(),
+            "another user's entry is left alone"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redis::Script;
 
-use super::{Created, SessionBackend, UserLimit};
+use super::{Created, Listing, SessionBackend, UserLimit};
 use crate::config::LimitPolicy;
 use crate::errors::StoreError;
 use crate::redis_conn::SharedRedis;
@@ -364,7 +364,7 @@ impl SessionBackend for RedisBackend {
         Ok(())
     }
 
-    async fn list(&self, user_id: Option<&str>) -> Result<Vec<LiveSession>, StoreError> {
+    async fn list(&self, user_id: Option<&str>) -> Result<Listing, StoreError> {
         let index = match user_id {
             Some(id) => self.user_index(id),
             None => self.all_index(),
@@ -399,13 +399,33 @@ impl SessionBackend for RedisBackend {
                 }
             }
         }
+        let mut expired = Vec::new();
         if !dead.is_empty() {
-            let _: i64 = self
-                .redis
-                .query(redis::cmd("ZREM").arg(&index).arg(&dead).clone())
-                .await?;
+            if user_id.is_some() {
+                let _: i64 = self
+                    .redis
+                    .query(redis::cmd("ZREM").arg(&index).arg(&dead).clone())
+                    .await?;
+            }
+            // One ZREM per handle, so each answer says whether this call removed it: of two
+            // listings (or a listing and a returning cookie) racing, one reports the expiry.
+            let all = self.all_index();
+            let mut pipe = redis::pipe();
+            for handle in &dead {
+                pipe.cmd("ZREM").arg(&all).arg(handle);
+            }
+            let removed: Vec<i64> = self.redis.pipeline(pipe).await?;
+            expired = dead
+                .iter()
+                .zip(removed)
+                .filter(|(_, n)| *n > 0)
+                .filter_map(|(h, _)| Handle::parse(h))
+                .collect();
         }
-        Ok(sessions)
+        Ok(Listing {
+            live: sessions,
+            expired,
+        })
     }
 
     async fn delete_all(&self, sessions: &[LiveSession]) -> Result<(), StoreError> {
