@@ -8,6 +8,7 @@
 
 mod session_helpers;
 mod support;
+mod tls_certs;
 
 mod access_rules;
 mod admin;

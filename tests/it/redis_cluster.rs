@@ -3,9 +3,11 @@
 //! README's minimal rule for a cluster. Sessions spread over the nodes and work on both
 //! instances; listing, revoking (one, a user's, all; admin API and CLI), signing out everywhere
 //! and the per-user limit (both policies, with concurrent logins) work across the shards; the
-//! validation cache tracks every primary.
+//! validation cache tracks every primary. The same over TLS (clients and the cluster bus), and
+//! a gateway trusting another CA refusing the nodes' certificate.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use serde_json::Value;
 
 use crate::session_helpers::*;
 use crate::support::*;
+use crate::tls_certs::make_certificates;
 
 const PREFIX: &str = "clgw:";
 const ACL_USER: &str = "gateway";
@@ -38,39 +41,67 @@ struct Cluster {
     dir: tempfile::TempDir,
     ports: Vec<u16>,
     children: Vec<Child>,
+    tls: Option<NodeTls>,
 }
 
-/// `redis-cli --cluster ARGS…` as the cluster's admin user; panics with its output on failure.
-fn cluster_command(args: &[String]) {
-    let out = Command::new("redis-cli")
-        .args([
+/// A TLS cluster's certificates (absolute paths): every node serves the same one.
+struct NodeTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Cluster {
+    /// `redis-cli --cluster ARGS…` as the cluster's admin user; panics with its output on
+    /// failure.
+    fn cluster_command(&self, args: &[String]) {
+        let mut cli = Command::new("redis-cli");
+        cli.args([
             "--user",
             ADMIN_USER,
             "--pass",
             ADMIN_PASSWORD,
             "--no-auth-warning",
-        ])
-        .arg("--cluster")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run redis-cli --cluster");
-    assert!(
-        out.status.success(),
-        "redis-cli --cluster {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+        ]);
+        if let Some(tls) = &self.tls {
+            cli.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        let out = cli
+            .arg("--cluster")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
-impl Cluster {
     fn start() -> Cluster {
+        Cluster::launch(false)
+    }
+
+    /// A cluster that speaks only TLS, to clients and between nodes (`tls-cluster yes`, so
+    /// the nodes also announce their TLS port to clients).
+    fn start_tls() -> Cluster {
+        Cluster::launch(true)
+    }
+
+    fn launch(tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| {
+            let (ca, cert, key) = make_certificates(dir.path(), "cluster");
+            NodeTls { ca, cert, key }
+        });
         let mut cluster = Cluster {
             dir,
             ports: Vec::new(),
             children: Vec::new(),
+            tls,
         };
         for _ in 0..3 {
             cluster.spawn_node();
@@ -78,7 +109,7 @@ impl Cluster {
         let mut create = vec!["create".to_string()];
         create.extend(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")));
         create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
-        cluster_command(&create);
+        cluster.cluster_command(&create);
         // Ready when every node says the cluster is ok and knows all three primaries.
         let deadline = Instant::now() + Duration::from_secs(20);
         for i in 0..cluster.ports.len() {
@@ -115,8 +146,6 @@ impl Cluster {
             let (port, bus) = (free_port(), free_port());
             let log = dir.join(format!("redis-{port}.log"));
             let mut args: Vec<String> = [
-                "--port",
-                &port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--cluster-enabled",
@@ -147,6 +176,29 @@ impl Cluster {
             .map(|s| s.to_string())
             .collect();
             args.extend(minimal_cluster_acl());
+            match &self.tls {
+                None => args.extend(["--port".to_string(), port.to_string()]),
+                // Port 0: TLS only, so nothing could work by falling back to plain TCP.
+                Some(tls) => args.extend(
+                    [
+                        "--port",
+                        "0",
+                        "--tls-port",
+                        &port.to_string(),
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-cert-file",
+                        &tls.cert.display().to_string(),
+                        "--tls-key-file",
+                        &tls.key.display().to_string(),
+                        "--tls-ca-cert-file",
+                        &tls.ca.display().to_string(),
+                        "--tls-auth-clients",
+                        "no",
+                    ]
+                    .map(String::from),
+                ),
+            }
             let out = fs::File::create(&log).unwrap();
             let mut child = Command::new("redis-server")
                 .args(&args)
@@ -178,7 +230,7 @@ impl Cluster {
     fn add_primary(&mut self) -> u16 {
         self.spawn_node();
         let new = *self.ports.last().unwrap();
-        cluster_command(&[
+        self.cluster_command(&[
             "add-node".to_string(),
             format!("127.0.0.1:{new}"),
             format!("127.0.0.1:{}", self.ports[0]),
@@ -193,10 +245,20 @@ impl Cluster {
     }
 
     fn connection(&self, node: usize) -> redis::Connection {
-        redis::Client::open(format!(
-            "redis://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{}/",
+        let address = format!(
+            "{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{}/",
             self.ports[node]
-        ))
+        );
+        match &self.tls {
+            None => redis::Client::open(format!("redis://{address}")),
+            Some(tls) => redis::Client::build_with_tls(
+                format!("rediss://{address}"),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(fs::read(&tls.ca).unwrap()),
+                },
+            ),
+        }
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(2))
         .unwrap()
@@ -217,25 +279,40 @@ impl Cluster {
             .collect()
     }
 
-    /// `cluster_nodes = [...]` and the gateway's ACL user, for the `[redis]` section.
-    fn redis_settings(&self) -> String {
+    /// `cluster_nodes = [...]`, the gateway's ACL user and, on a TLS cluster, TLS trusting
+    /// `ca`, for the `[redis]` section.
+    fn redis_settings(&self, ca: Option<&Path>) -> String {
         let nodes: Vec<String> = self
             .ports
             .iter()
             .map(|p| toml_str(&format!("127.0.0.1:{p}")))
             .collect();
+        let tls = ca
+            .map(|ca| {
+                format!(
+                    "\ntls = true\nca_file = {}",
+                    toml_str(&ca.display().to_string())
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "cluster_nodes = [{}]\nusername = \"{ACL_USER}\"\npassword = \"{ACL_PASSWORD}\"",
+            "cluster_nodes = [{}]\nusername = \"{ACL_USER}\"\npassword = \"{ACL_PASSWORD}\"{tls}",
             nodes.join(", ")
         )
     }
 
-    /// A gateway config on this cluster (seeded with all three nodes).
+    /// A gateway config on this cluster (seeded with all three nodes), trusting the nodes'
+    /// CA on a TLS cluster.
     fn config(&self, upstream: std::net::SocketAddr) -> TestConfig {
+        self.config_trusting(upstream, self.tls.as_ref().map(|tls| tls.ca.as_path()))
+    }
+
+    /// A gateway config on this cluster whose TLS trusts `ca` (which may not be the nodes').
+    fn config_trusting(&self, upstream: std::net::SocketAddr, ca: Option<&Path>) -> TestConfig {
         let placeholder = "redis://127.0.0.1:1/0";
         with_admin_token(TestConfig::new(placeholder, upstream).key_prefix(PREFIX)).replace(
             &format!("url = {}", toml_str(placeholder)),
-            &self.redis_settings(),
+            &self.redis_settings(ca),
         )
     }
 }
@@ -252,7 +329,6 @@ impl Drop for Cluster {
 /// Two gateways on one cluster.
 struct ClusterPair {
     cluster: Cluster,
-    #[allow(dead_code)] // held so the upstream lives as long as the two gateways
     upstream: Upstream,
     a: Gateway,
     b: Gateway,
@@ -260,7 +336,15 @@ struct ClusterPair {
 
 impl ClusterPair {
     async fn start(f: impl Fn(TestConfig) -> TestConfig) -> ClusterPair {
-        let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+        ClusterPair::start_on(Cluster::start, f).await
+    }
+
+    /// Two gateways on the cluster `launch` starts.
+    async fn start_on(
+        launch: fn() -> Cluster,
+        f: impl Fn(TestConfig) -> TestConfig,
+    ) -> ClusterPair {
+        let cluster = tokio::task::spawn_blocking(launch).await.unwrap();
         let upstream = Upstream::start().await;
         let a = Gateway::start(&f(cluster.config(upstream.addr()))).await;
         let b = Gateway::start(&f(cluster.config(upstream.addr()))).await;
@@ -602,4 +686,91 @@ async fn the_cache_starts_over_when_a_primary_joins_and_stops_when_one_is_lost()
         );
     }
     assert!(!p.b.logs().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_over_tls_serves_sessions_on_both_instances() {
+    let p = ClusterPair::start_on(Cluster::start_tls, |c| c).await;
+    // Ready means every primary answered a PING over TLS.
+    for gw in [&p.a, &p.b] {
+        wait_for_status(&gw.admin_url("/readyz"), 200, READY_TIMEOUT).await;
+    }
+
+    // Logins on a work on b. Session keys are random, so they land on different shards:
+    // keep logging in until two nodes hold some (almost always within a few logins).
+    let mut cookies = Vec::new();
+    loop {
+        let cookie = alice(&p.a).await;
+        assert_live(&p.b, &cookie, "alice", "logged in on a, used on b").await;
+        cookies.push(cookie);
+        let per_node = p.cluster.session_keys_per_node();
+        assert_eq!(
+            per_node.iter().sum::<usize>(),
+            cookies.len(),
+            "{per_node:?}"
+        );
+        if per_node.iter().filter(|&&n| n > 0).count() >= 2 {
+            break;
+        }
+        assert!(
+            cookies.len() < 20,
+            "the session records should sit on more than one node: {per_node:?}"
+        );
+    }
+
+    // A logout on a is refused on b, even once b cached the session: b's tracking
+    // connections to every primary run over TLS too.
+    let cookie = &cookies[0];
+    until_cached(&p.b, cookie).await;
+    let resp = client()
+        .post(p.a.url("/logout"))
+        .header("accept", "application/json")
+        .header("cookie", session_cookie_header(cookie))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_refused(&p.b, cookie, "logged out on a, cached on b").await;
+    assert_refused(&p.a, cookie, "logged out on a").await;
+    assert_live(&p.b, &cookies[1], "alice", "another of alice's sessions").await;
+    p.assert_clean_logs();
+
+    // A gateway trusting another CA refuses the nodes' certificate: protected requests and
+    // logins get 503 (never a 500 or a redirect to login), it is not ready, and its log names
+    // the certificate problem.
+    let dir = tempfile::tempdir().unwrap();
+    let (wrong_ca, _, _) = make_certificates(dir.path(), "wrong");
+    let wrong = Gateway::start(
+        &p.cluster
+            .config_trusting(p.upstream.addr(), Some(&wrong_ca)),
+    )
+    .await;
+    assert_eq!(
+        status_with(&wrong, &cookies[1]).await,
+        503,
+        "{}",
+        wrong.logs()
+    );
+    let resp = login_json_response(&wrong, "alice", "alice-password", None).await;
+    assert_eq!(resp.status(), 503);
+    let resp = client()
+        .get(wrong.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    // The gateway's own line (not only the redis crate's per-node warnings) says why.
+    let logs = poll_until(
+        "the certificate error in the gateway's log",
+        Duration::from_secs(10),
+        || wrong.logs(),
+        |l| {
+            l.lines().any(|line| {
+                line.contains("session store unavailable: redis cluster")
+                    && line.contains("invalid peer certificate: UnknownIssuer")
+            })
+        },
+    )
+    .await;
+    assert!(!logs.contains("panicked"), "{logs}");
 }
