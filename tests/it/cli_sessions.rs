@@ -158,13 +158,7 @@ async fn audit_tail_prints_recent_events() {
     let a1 = alice(&s.gw).await;
     let resp = login_as_response(&s.gw, "bob", "not-bobs-password", "Guesser/0.1").await;
     assert_eq!(resp.status(), 401);
-    let resp = client()
-        .post(s.gw.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(&a1))
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_json(&s.gw, "/logout", &a1).await;
     assert_eq!(resp.status(), 200);
     // The stream copy is written off the request path.
     poll_until(

@@ -16,6 +16,17 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
+/// Waits until Redis's TTL alone has removed every session record.
+async fn until_session_keys_expire(s: &Stack) {
+    poll_until(
+        "the idle session keys to expire in Redis",
+        Duration::from_secs(10),
+        || s.session_keys(),
+        |keys| keys.is_empty(),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_timeout_slides_while_used_and_ends_when_unused() {
     tolerate_clock_jumps(|| async {
@@ -81,13 +92,7 @@ async fn idle_session_key_disappears_from_redis_by_itself() {
         assert_eq!(status_with(&s.gw, &cookie).await, 200);
         assert_eq!(s.session_keys().len(), 1);
         // No request at all: Redis' TTL alone removes the record.
-        poll_until(
-            "the idle session key to expire in Redis",
-            Duration::from_secs(10),
-            || s.session_keys(),
-            |keys| keys.is_empty(),
-        )
-        .await;
+        until_session_keys_expire(&s).await;
         assert_eq!(status_with(&s.gw, &cookie).await, 401);
     })
     .await;
@@ -99,13 +104,7 @@ async fn an_expiry_nobody_came_back_for_is_reported_by_the_next_listing_once() {
         Stack::start_with(|c| with_admin_token(c.idle_timeout("2s").absolute_timeout("60s"))).await;
     let cookie = alice(&s.gw).await;
     let handle = handle_of(&s.gw, &cookie).await;
-    poll_until(
-        "the idle session key to expire in Redis",
-        Duration::from_secs(10),
-        || s.session_keys(),
-        |keys| keys.is_empty(),
-    )
-    .await;
+    until_session_keys_expire(&s).await;
     // An operator's listing is the first to notice: it reports the expiry.
     assert_eq!(
         admin_get_json(&s.gw, "/sessions").await,

@@ -83,13 +83,7 @@ async fn ended_sessions_do_not_count_against_the_limit() {
     // A session that already ended does not count against the limit.
     let s = Stack::start_with(|c| limited(c, 1, "reject")).await;
     let first = alice(&s.gw).await;
-    let resp = client()
-        .post(s.gw.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(&first))
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_json(&s.gw, "/logout", &first).await;
     assert_eq!(resp.status(), 200);
     let second = alice(&s.gw).await;
     assert_live(

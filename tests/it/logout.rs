@@ -69,13 +69,7 @@ async fn replaying_the_cookie_after_logout_is_unauthenticated() {
 async fn json_logout_answers_logged_out() {
     let s = Stack::start().await;
     let cookie = login_alice(&s.gw).await;
-    let resp = client()
-        .post(s.gw.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(&cookie))
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_json(&s.gw, "/logout", &cookie).await;
     assert_eq!(resp.status(), 200);
     assert!(
         set_cookie_header(&resp, COOKIE_NAME).is_some(),

@@ -247,13 +247,7 @@ async fn metrics_show_durations_answers_connections_and_session_ends() {
     let (status, _) =
         admin_delete(&s.gw, &format!("/sessions/{}", handle_of(&s.gw, &b).await)).await;
     assert_eq!(status, 200);
-    let logout = client()
-        .post(s.gw.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(&second))
-        .send()
-        .await
-        .unwrap();
+    let logout = logout_json(&s.gw, "/logout", &second).await;
     assert_eq!(logout.status(), 200);
     let connections: Vec<_> = (0..3).map(|_| open_keep_alive(&s.gw)).collect();
 

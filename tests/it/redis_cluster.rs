@@ -438,13 +438,7 @@ async fn sessions_spread_over_the_shards_and_work_on_both_instances() {
     }
 
     // Sign out everywhere from b ends alice's remaining sessions on a.
-    let resp = client()
-        .post(p.b.url("/logout?scope=all"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(&alice_cookies[1]))
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_json(&p.b, "/logout?scope=all", &alice_cookies[1]).await;
     assert_eq!(resp.status(), 200);
     for cookie in &alice_cookies {
         assert_refused(&p.a, cookie, "alice signed out everywhere").await;
@@ -579,13 +573,7 @@ async fn reject_refuses_logins_past_the_limit_even_when_they_race() {
     assert_eq!(alice_index(&p.cluster).len(), 2);
 
     // After one of them signs out, one login is let in again.
-    let resp = client()
-        .post(p.b.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(&cookies[0]))
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_json(&p.b, "/logout", &cookies[0]).await;
     assert_eq!(resp.status(), 200);
     let again = alice(&p.a).await;
     assert_live(&p.b, &again, "alice", "after a logout").await;
@@ -722,13 +710,7 @@ async fn a_cluster_over_tls_serves_sessions_on_both_instances() {
     // connections to every primary run over TLS too.
     let cookie = &cookies[0];
     until_cached(&p.b, cookie).await;
-    let resp = client()
-        .post(p.a.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(cookie))
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_json(&p.a, "/logout", cookie).await;
     assert_eq!(resp.status(), 200);
     assert_refused(&p.b, cookie, "logged out on a, cached on b").await;
     assert_refused(&p.a, cookie, "logged out on a").await;

@@ -22,17 +22,6 @@ fn minimal_acl(user: &str, password: &str, prefix: &str) -> Vec<String> {
     .collect()
 }
 
-/// `POST /logout` as an API client would; the answer.
-async fn logout_json(gw: &Gateway, cookie: &str) -> reqwest::Response {
-    client()
-        .post(gw.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(cookie))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// A redis-server (or sentinel) process with arguments of our choosing, killed on drop.
 struct RedisProcess {
     child: Option<Child>,
@@ -181,7 +170,7 @@ async fn sessions_work_over_tls_with_the_minimal_acl_user() {
             200
         );
     }
-    let resp = logout_json(&gw, &cookie).await;
+    let resp = logout_json(&gw, "/logout", &cookie).await;
     assert_eq!(resp.status(), 200);
     assert_refused(&other, &cookie, "logged out on the other instance").await;
     // Failed logins are counted (the throttle's script runs under the rule too).
@@ -340,7 +329,7 @@ async fn a_sentinel_failover_under_load_loses_no_session_and_revives_no_revoked_
     let bob = session_cookie_or_panic(bob, &gw, "bob").await;
     // Revoked just before the primary dies: with wait_replicas = 1 the logout answers 200 only
     // once the replica has the deletion.
-    let resp = logout_json(&gw, &bob).await;
+    let resp = logout_json(&gw, "/logout", &bob).await;
     assert_eq!(resp.status(), 200);
 
     let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -446,7 +435,7 @@ async fn a_sentinel_failover_under_load_loses_no_session_and_revives_no_revoked_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A revocation on the new primary reaches the other instance's cache.
-    let resp = logout_json(&gw, &alice_elsewhere).await;
+    let resp = logout_json(&gw, "/logout", &alice_elsewhere).await;
     assert_eq!(resp.status(), 200);
     assert_refused(
         &other,
@@ -476,7 +465,7 @@ async fn a_revocation_no_replica_confirmed_is_reported_as_failed() {
     let handle = handle_of(&gw, &other).await;
 
     set.replica.signal("-STOP");
-    let logout = logout_json(&gw, &alice).await;
+    let logout = logout_json(&gw, "/logout", &alice).await;
     let (admin_status, admin_body) = admin_request(
         &gw,
         reqwest::Method::DELETE,
@@ -502,6 +491,6 @@ async fn a_revocation_no_replica_confirmed_is_reported_as_failed() {
     wait_for_replica(&set);
     let login = login_json_response(&gw, "bob", "bob-password", None).await;
     let bob = session_cookie_or_panic(login, &gw, "bob").await;
-    let logout = logout_json(&gw, &bob).await;
+    let logout = logout_json(&gw, "/logout", &bob).await;
     assert_eq!(logout.status(), 200);
 }

@@ -8,16 +8,6 @@ use crate::session_helpers::*;
 use crate::support::*;
 use reqwest::Method;
 
-async fn post_logout(gw: &Gateway, path: &str, cookie: &str) -> reqwest::Response {
-    client()
-        .post(gw.url(path))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(cookie))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-}
-
 async fn sessions_page_html(gw: &Gateway, cookie: &str) -> String {
     let resp = browser_get_with_cookie(gw, "/_gateway/sessions", cookie).await;
     assert_eq!(resp.status(), 200);
@@ -59,7 +49,7 @@ async fn logout_on_a_is_refused_on_b_at_the_next_request() {
     assert_live(&p.b, &cookie, "alice", "before logout").await;
 
     // No body, JSON accept, no Origin: a plain API logout.
-    let resp = post_logout(&p.a, "/logout", &cookie).await;
+    let resp = logout_json(&p.a, "/logout", &cookie).await;
     assert_eq!(resp.status(), 200);
     let expired = set_cookie_header(&resp, COOKIE_NAME).expect("cookie is expired");
     assert!(
@@ -85,7 +75,7 @@ async fn logout_scope_all_ends_every_session_of_the_user_only() {
         assert_live(&p.b, c, "alice", "before scope=all").await;
     }
 
-    let resp = post_logout(&p.a, "/logout?scope=all", &a1).await;
+    let resp = logout_json(&p.a, "/logout?scope=all", &a1).await;
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "logged_out", "{body}");
@@ -496,7 +486,7 @@ async fn a_pending_touch_never_brings_a_revoked_session_back() {
             tokio::time::sleep(std::time::Duration::from_millis(150)).await;
             let (_, resp) = tokio::join!(
                 status_with(&p.b, &cookie),
-                post_logout(&p.a, "/logout", &cookie)
+                logout_json(&p.a, "/logout", &cookie)
             );
             assert_eq!(resp.status(), 200, "round {round}");
             // Let any touch spawned by B's request land.

@@ -1189,6 +1189,17 @@ pub async fn login_json_response(
     req.send().await.expect("POST /login")
 }
 
+/// `POST path` (`/logout`, `/logout?scope=all`) as an API client would; the answer.
+pub async fn logout_json(gw: &Gateway, path: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .post(gw.url(path))
+        .header("accept", "application/json")
+        .header("cookie", session_cookie_header(cookie))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
 pub async fn get_with_cookie(gw: &Gateway, path: &str, cookie_value: &str) -> reqwest::Response {
     client()
         .get(gw.url(path))

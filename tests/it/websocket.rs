@@ -330,13 +330,7 @@ async fn upgrade_without_a_session_is_refused() {
 async fn upgrade_after_logout_is_refused() {
     let s = ws_stack().await;
     let cookie = login_alice(&s.gw).await;
-    let resp = client()
-        .post(s.gw.url("/logout"))
-        .header("accept", "application/json")
-        .header("cookie", session_cookie_header(&cookie))
-        .send()
-        .await
-        .unwrap();
+    let resp = logout_json(&s.gw, "/logout", &cookie).await;
     assert_eq!(resp.status(), 200);
     let req = ws_request(
         &s.gw,
