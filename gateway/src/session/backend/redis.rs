@@ -108,8 +108,9 @@ impl RedisBackend {
         }
     }
 
-    fn session_key(&self, handle: &Handle) -> String {
-        format!("{}session:{}", self.prefix, handle)
+    /// The record's key; `handle` as a [`Handle`] or as read back from an index.
+    fn session_key(&self, handle: impl std::fmt::Display) -> String {
+        format!("{}session:{handle}", self.prefix)
     }
 
     fn user_index(&self, user_id: &str) -> String {
@@ -170,10 +171,7 @@ impl RedisBackend {
                         .arg(-1)
                         .query_async(&mut conn)
                         .await?;
-                    let keys: Vec<String> = indexed
-                        .iter()
-                        .map(|h| format!("{}session:{h}", self.prefix))
-                        .collect();
+                    let keys: Vec<String> = indexed.iter().map(|h| self.session_key(h)).collect();
                     if !keys.is_empty() {
                         // MGET over many slots: the cluster client splits it per node.
                         let records: Vec<Option<String>> =
@@ -213,10 +211,7 @@ impl RedisBackend {
                 }
                 let evicted = &reply[1..];
                 if !evicted.is_empty() {
-                    let keys: Vec<String> = evicted
-                        .iter()
-                        .map(|h| format!("{}session:{h}", self.prefix))
-                        .collect();
+                    let keys: Vec<String> = evicted.iter().map(|h| self.session_key(h)).collect();
                     // DEL over many slots: the cluster client splits it per node.
                     let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
                 }
