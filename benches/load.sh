@@ -232,6 +232,20 @@ cpu_ticks() {
     echo "$total"
 }
 
+# cpu_split PID...  -> "UTIME STIME" of these processes, summed, in clock ticks: user space
+# and kernel apart, since proxies make the same system calls per request and differ mostly in
+# user space.
+cpu_split() {
+    local pid stat user=0 kernel=0
+    local -a f
+    for pid in "$@"; do
+        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || die "process $pid is gone (cpu_split)"
+        read -r -a f <<<"${stat##*) }"
+        user=$((user + f[11])) kernel=$((kernel + f[12]))
+    done
+    echo "$user $kernel"
+}
+
 # rss_kib PID...  -> VmRSS of these processes, summed, in KiB
 rss_kib() {
     local pid total=0 kib
@@ -249,8 +263,9 @@ children() {
     echo "${kids% }"
 }
 
-# Results per row name: RPS P50 P99 REQS SOCK CPU (CPU µs/req of the PIDs given to run_wrk)
-declare -A RPS P50 P99 REQS SOCK CPU
+# Results per row name: RPS P50 P99 REQS SOCK CPU (CPU µs/req of the PIDs given to run_wrk),
+# of which USER_CPU in user space and KERNEL_CPU in the kernel
+declare -A RPS P50 P99 REQS SOCK CPU USER_CPU KERNEL_CPU
 
 # run_wrk NAME "PID..." URL [wrk args...]
 #   warm-up, then a measured `wrk --latency` with WRK_T threads and WRK_C connections; reads the
@@ -262,7 +277,7 @@ WRK_T="$THREADS"
 WRK_C="$CONNECTIONS"
 run_wrk() {
     local name="$1" url="$3" ticks_before ticks_after rps p50 p99 bad sock reqs
-    local -a pids
+    local -a pids split_before split_after
     read -r -a pids <<<"$2"
     shift 3
     log "warm-up $name ($WARMUP, -t$WRK_T -c$WRK_C): $url"
@@ -272,15 +287,21 @@ run_wrk() {
     fi
     if [[ -n "$BEFORE_MEASURE" ]]; then "$BEFORE_MEASURE"; fi
     log "measure $name ($DURATION), CPU of PIDs ${pids[*]}"
-    ticks_before="$(cpu_ticks "${pids[@]}")"
+    read -r -a split_before <<<"$(cpu_split "${pids[@]}")"
     wrk --latency -t "$WRK_T" -c "$WRK_C" -d "$DURATION" "$@" "$url" >"$TMP/wrk-$name.txt"
-    ticks_after="$(cpu_ticks "${pids[@]}")"
+    read -r -a split_after <<<"$(cpu_split "${pids[@]}")"
+    ticks_before=$((split_before[0] + split_before[1]))
+    ticks_after=$((split_after[0] + split_after[1]))
     sed 's/^/    /' "$TMP/wrk-$name.txt" >&2
     read -r rps p50 p99 bad sock reqs < <(parse_wrk "$TMP/wrk-$name.txt") || die "cannot parse wrk output ($name)"
     ((reqs > 0)) || die "$name completed no requests (see $TMP/wrk-$name.txt)"
     ((bad == 0)) || die "$name got $bad non-2xx answers out of $reqs (see $TMP/wrk-$name.txt)"
     RPS[$name]="$rps" P50[$name]="$p50" P99[$name]="$p99" REQS[$name]="$reqs" SOCK[$name]="$sock"
     CPU[$name]="$(awk -v t="$((ticks_after - ticks_before))" -v hz="$CLK_TCK" -v n="$reqs" \
+        'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+    USER_CPU[$name]="$(awk -v t="$((split_after[0] - split_before[0]))" -v hz="$CLK_TCK" -v n="$reqs" \
+        'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+    KERNEL_CPU[$name]="$(awk -v t="$((split_after[1] - split_before[1]))" -v hz="$CLK_TCK" -v n="$reqs" \
         'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
     log "    CPU: $((ticks_after - ticks_before)) ticks (CLK_TCK=$CLK_TCK), ${CPU[$name]} µs/req"
 }
@@ -744,12 +765,12 @@ for row in "${ROWS[@]}"; do
 done
 [[ -n "$sock_note" ]] && sock_note="- wrk socket errors: $sock_note (see the raw wrk output)"
 
-ROW_TABLE="| row | req/s | req/s ×nginx | p50 | p99 | p99 ×nginx | CPU µs/req | CPU ×nginx |
-|---|---:|---:|---:|---:|---:|---:|---:|"
+ROW_TABLE="| row | req/s | req/s ×nginx | p50 | p99 | p99 ×nginx | CPU µs/req | CPU ×nginx | user µs/req | kernel µs/req |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 : >"$TMP/rows.tsv"
 for row in "${ROWS[@]}"; do
     ROW_TABLE+="
-| ${LABEL[$row]} | $(fmt_rps "${RPS[$row]}") | $(ratio "${RPS[$row]}" "${RPS[nginx]}") | $(fmt_ms "${P50[$row]}") | $(fmt_ms "${P99[$row]}") | $(ratio "${P99[$row]}" "${P99[nginx]}") | ${CPU[$row]} | $(ratio "${CPU[$row]}" "${CPU[nginx]}") |"
+| ${LABEL[$row]} | $(fmt_rps "${RPS[$row]}") | $(ratio "${RPS[$row]}" "${RPS[nginx]}") | $(fmt_ms "${P50[$row]}") | $(fmt_ms "${P99[$row]}") | $(ratio "${P99[$row]}" "${P99[nginx]}") | ${CPU[$row]} | $(ratio "${CPU[$row]}" "${CPU[nginx]}") | ${USER_CPU[$row]} | ${KERNEL_CPU[$row]} |"
     printf '%s\t%s\t%s\t%s\n' "${SHORT[$row]}" "${RPS[$row]}" "${P99[$row]}" "${CPU[$row]}" >>"$TMP/rows.tsv"
 done
 
@@ -794,7 +815,7 @@ REPORT="$(
 - wrk ${WRK_VERSION}: \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\` (after a $WARMUP warm-up), GET, keep-alive, loopback
 - nginx $NGINX_VERSION: worker_processes $NGINX_WORKERS, access_log off, upstream keepalive 64; redis $REDIS_VERSION; gateway and bare pingora: $GATEWAY_THREADS threads, mimalloc, release profile; gateway RUST_LOG=$GATEWAY_LOG
 - session rows sent a valid session cookie; the public row GET $PUBLIC_PATH (in \`[access] public\`) without one; every measured and warm-up request was answered 2xx; Redis commands per request with the cache on: $REDIS_PER_REQ
-- CPU µs/req: utime+stime (\`/proc/PID/stat\`, CLK_TCK $CLK_TCK) of the proxy under test during the measured run ÷ requests completed (direct: U's nginx workers; nginx: N's workers, not U's; the others: that one process); ×nginx = that row ÷ the nginx row
+- CPU µs/req: utime+stime (\`/proc/PID/stat\`, CLK_TCK $CLK_TCK) of the proxy under test during the measured run ÷ requests completed (direct: U's nginx workers; nginx: N's workers, not U's; the others: that one process); ×nginx = that row ÷ the nginx row; user and kernel: the same split into utime and stime
 $sock_note
 
 ## Proxy rows

@@ -20,13 +20,15 @@
 //! captured assertion cannot be replayed against another endpoint.
 
 use hmac::{Hmac, Mac};
-use pingora::http::RequestHeader;
+use http::request::Parts;
+use http::HeaderName;
 use sha2::Sha256;
 
 use crate::env::Secret;
 use crate::identity::Identity;
 
 pub const ASSERTION: &str = "x-auth-assertion";
+const ASSERTION_NAME: HeaderName = HeaderName::from_static(ASSERTION);
 
 pub struct AssertionSigner {
     key: Secret,
@@ -56,18 +58,14 @@ impl AssertionSigner {
     }
 
     /// Adds the assertion to a request already carrying `identity`'s headers.
-    pub fn apply(
-        &self,
-        req: &mut RequestHeader,
-        identity: &Identity,
-        now: u64,
-    ) -> pingora::Result<()> {
+    pub fn apply(&self, req: &mut Parts, identity: &Identity, now: u64) -> pingora::Result<()> {
         let target = match req.uri.query() {
             Some(q) if !q.is_empty() => format!("{}?{q}", req.uri.path()),
             _ => req.uri.path().to_string(),
         };
         let value = self.sign(identity, req.method.as_str(), &target, now);
-        req.insert_header(ASSERTION, value)?;
+        req.headers
+            .insert(ASSERTION_NAME, crate::web::forward::header_value(value)?);
         Ok(())
     }
 }

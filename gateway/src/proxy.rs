@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use http::header::{COOKIE, SET_COOKIE};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::modules::http::HttpModules;
@@ -45,7 +46,8 @@ use crate::metrics::Outcome;
 use crate::routes::{self, route_for, RequestView};
 use crate::session::{LiveSession, Presented};
 use crate::web::cookies;
-use crate::web::forward::{set_forwarded, set_identity_of, strip_identity_headers};
+use crate::web::forward::{header_value, set_forwarded, set_identity_of, strip_identity_headers};
+use crate::web::head::{edit_request, edit_response};
 use crate::web::reply::Reply;
 use crate::web::request::{
     client_ip, framing_problem, has_dot_segments, header, is_cors_preflight, request_id,
@@ -122,12 +124,14 @@ impl ProxyHttp for Gateway {
             .peer
             .is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
         // One id per request, from here on in the request (so upstream gets it), the answer,
-        // the audit events and the error logs.
-        if !(ctx.peer_is_trusted && request_id::acceptable(&session.req_header().headers)) {
-            session
-                .req_header_mut()
-                .insert_header(request_id::HEADER, request_id::generate())?;
-        }
+        // the audit events and the error logs. The head is edited as plain parts
+        // (`web::head`), which also makes the copy pingora sends upstream cheaper to edit.
+        let keep_id = ctx.peer_is_trusted && request_id::acceptable(&session.req_header().headers);
+        edit_request(session.req_header_mut(), |req| {
+            if !keep_id {
+                req.headers.insert(request_id::NAME, request_id::generate());
+            }
+        });
         let origin_of = |req: &RequestHeader| Origin::of(client_ip(ctx.peer, req, trusted), req);
 
         if let Some(problem) = framing_problem(session.req_header()) {
@@ -272,25 +276,30 @@ impl ProxyHttp for Gateway {
                 .map_err(|_| http_status(400, "bad request target"))?;
             upstream.set_uri(origin_form);
         }
-        strip_identity_headers(upstream);
-        if let Some(live) = &ctx.live {
-            let record = &live.record;
-            set_identity_of(upstream, &record.user_id, &record.username, &record.roles)?;
-            if let Some(signer) = &self.app.signer {
-                let identity = record.identity();
-                signer.apply(upstream, &identity, self.app.clock.now_ms() / 1000)?;
+        let app = &self.app;
+        edit_request(upstream, |req| {
+            strip_identity_headers(&mut req.headers);
+            if let Some(live) = &ctx.live {
+                let record = &live.record;
+                set_identity_of(
+                    &mut req.headers,
+                    &record.user_id,
+                    &record.username,
+                    &record.roles,
+                )?;
+                if let Some(signer) = &app.signer {
+                    signer.apply(req, &record.identity(), app.clock.now_ms() / 1000)?;
+                }
             }
-        }
-        let remaining = cookies::without(&upstream.headers, &self.app.hidden_cookies);
-        ctx.hidden_cookies_sent = remaining.removed;
-        match remaining.header {
-            // `insert_header` replaces every `Cookie` header the client sent.
-            Some(rest) => upstream.insert_header("cookie", rest)?,
-            None => {
-                upstream.remove_header(&http::header::COOKIE);
-            }
-        }
-        set_forwarded(upstream, ctx.peer, ctx.peer_is_trusted)
+            let remaining = cookies::without(&req.headers, &app.hidden_cookies);
+            ctx.hidden_cookies_sent = remaining.removed;
+            match remaining.header {
+                // Replaces every `Cookie` header the client sent.
+                Some(rest) => req.headers.insert(COOKIE, header_value(rest)?),
+                None => req.headers.remove(COOKIE),
+            };
+            set_forwarded(req, ctx.peer, ctx.peer_is_trusted)
+        })
     }
 
     async fn fail_to_proxy(
@@ -348,34 +357,18 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let app = &self.app;
-        app.metrics.upstream_response(response.status.as_u16());
-        if let Some(kept) = cookies::set_cookies_without(&response.headers, app.own_cookies()) {
-            log::warn!("the app tried to set the gateway's own cookie; dropped");
-            response.remove_header("set-cookie");
-            for value in kept {
-                response.append_header("set-cookie", value)?;
-            }
-        }
-        let legacy_sent = ctx.hidden_cookies_sent >> OWN_COOKIES;
-        if legacy_sent != 0 {
-            for (i, name) in app.hidden_cookies[OWN_COOKIES..].iter().enumerate() {
-                if legacy_sent & (1 << i) != 0 {
-                    response.append_header("set-cookie", app.cookies.expired(name))?;
-                }
-            }
-        }
+        let status = response.status.as_u16();
+        app.metrics.upstream_response(status);
+        // Only a logout the app carried out (2xx/3xx) ends ours: a refused one (say, its CSRF
+        // token expired) leaves the user signed in everywhere, as they were.
+        let mut ended_for_app_logout = false;
         if let (true, Some(live)) = (ctx.app_logout, &ctx.live) {
-            // Only a logout the app carried out (2xx/3xx) ends ours: a refused one (say, its
-            // CSRF token expired) leaves the user signed in everywhere, as they were.
-            if (200..400).contains(&response.status.as_u16()) {
+            if (200..400).contains(&status) {
                 let req = session.req_header();
                 let ip = client_ip(ctx.peer, req, &app.config.server.trusted_proxies);
                 let origin = Origin::of(ip, req);
                 match routes::end_for_app_logout(app, live, &origin).await {
-                    Ok(()) => {
-                        let name = &app.config.session.cookie_name;
-                        response.append_header("set-cookie", app.cookies.expired(name))?;
-                    }
+                    Ok(()) => ended_for_app_logout = true,
                     Err(e) => log::error!(
                         "the app logged the user out but the gateway session could not be ended \
                          (request {}): {e}",
@@ -384,12 +377,43 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if let Some(cookie) = ctx.resealed.take() {
-            response.append_header("set-cookie", cookie)?;
-        }
-        if let Some(id) = session.req_header().headers.get(request_id::HEADER) {
-            response.insert_header(request_id::HEADER, id.clone())?;
-        }
+        let request_id = session
+            .req_header()
+            .headers
+            .get(request_id::HEADER)
+            .cloned();
+        let resealed = ctx.resealed.take();
+        let legacy_sent = ctx.hidden_cookies_sent >> OWN_COOKIES;
+        edit_response(response, |resp| {
+            let headers = &mut resp.headers;
+            // The app may not set the gateway's cookies.
+            if let Some(kept) = cookies::set_cookies_without(headers, app.own_cookies()) {
+                log::warn!("the app tried to set the gateway's own cookie; dropped");
+                headers.remove(SET_COOKIE);
+                for value in kept {
+                    headers.append(SET_COOKIE, value);
+                }
+            }
+            let mut expire = |name: &str| -> Result<()> {
+                headers.append(SET_COOKIE, header_value(app.cookies.expired(name))?);
+                Ok(())
+            };
+            for (i, name) in app.hidden_cookies[OWN_COOKIES..].iter().enumerate() {
+                if legacy_sent & (1 << i) != 0 {
+                    expire(name)?;
+                }
+            }
+            if ended_for_app_logout {
+                expire(&app.config.session.cookie_name)?;
+            }
+            if let Some(cookie) = resealed {
+                headers.append(SET_COOKIE, header_value(cookie)?);
+            }
+            if let Some(id) = request_id {
+                headers.insert(request_id::NAME, id);
+            }
+            Ok::<(), Box<Error>>(())
+        })?;
         // While draining, every response closes its connection, so clients reconnect (through
         // the load balancer, to another instance) instead of reusing this one.
         if self.app.is_draining() {
@@ -441,7 +465,7 @@ fn may_have_dot_segments(path: &str) -> bool {
 /// client reconnect.
 async fn send(reply: Reply, session: &mut Session) -> Result<()> {
     let is_head = session.req_header().method == http::Method::HEAD;
-    let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 4))?;
+    let mut head = ResponseHeader::build_no_case(reply.status, Some(reply.headers.len() + 4))?;
     for (name, value) in reply.headers {
         head.append_header(name, value)?;
     }

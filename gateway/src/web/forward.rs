@@ -7,8 +7,10 @@
 use std::cell::RefCell;
 use std::net::IpAddr;
 
-use http::HeaderValue;
-use pingora::http::RequestHeader;
+use http::header::HOST;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora::{Error, ErrorType};
 
 use crate::identity::Identity;
 
@@ -16,24 +18,33 @@ pub const USER: &str = "x-auth-user";
 pub const USER_ID: &str = "x-auth-user-id";
 pub const ROLES: &str = "x-auth-roles";
 
+// Names built once: inserting a prebuilt name neither parses nor allocates it.
+const USER_NAME: HeaderName = HeaderName::from_static(USER);
+const USER_ID_NAME: HeaderName = HeaderName::from_static(USER_ID);
+const ROLES_NAME: HeaderName = HeaderName::from_static(ROLES);
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// `text` as a header value; text with a control character cannot be one.
+pub fn header_value(text: impl Into<String>) -> pingora::Result<HeaderValue> {
+    HeaderValue::try_from(text.into())
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "invalid header value"))
+}
+
 /// Removes every header a client could use to pose as the gateway.
-pub fn strip_identity_headers(req: &mut RequestHeader) {
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
     // Almost no request carries one: look before collecting anything.
-    if !req
-        .headers
-        .keys()
-        .any(|name| is_identity_header(name.as_str()))
-    {
+    if !headers.keys().any(|name| is_identity_header(name.as_str())) {
         return;
     }
-    let spoofed: Vec<http::HeaderName> = req
-        .headers
+    let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| is_identity_header(name.as_str()))
         .cloned()
         .collect();
     for name in spoofed {
-        req.remove_header(&name);
+        headers.remove(&name);
     }
 }
 
@@ -47,60 +58,58 @@ fn is_identity_header(name: &str) -> bool {
 }
 
 /// Tells the app who the user is.
-pub fn set_identity(req: &mut RequestHeader, identity: &Identity) -> pingora::Result<()> {
-    set_identity_of(req, &identity.id, &identity.username, &identity.roles)
+pub fn set_identity(headers: &mut HeaderMap, identity: &Identity) -> pingora::Result<()> {
+    set_identity_of(headers, &identity.id, &identity.username, &identity.roles)
 }
 
 /// [`set_identity`] from borrowed parts, so a request need not copy the session's identity
 /// first.
 pub fn set_identity_of(
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     id: &str,
     username: &str,
     roles: &[String],
 ) -> pingora::Result<()> {
-    req.insert_header(USER, username)?;
-    req.insert_header(USER_ID, id)?;
-    // A `String` becomes the header value without another copy.
-    req.insert_header(ROLES, roles.join(","))?;
+    headers.insert(USER_NAME, header_value(username)?);
+    headers.insert(USER_ID_NAME, header_value(id)?);
+    headers.insert(ROLES_NAME, header_value(roles.join(","))?);
     Ok(())
 }
 
 /// `X-Forwarded-For/-Proto/-Host`. Values a client sent are kept only when it is a trusted proxy.
 pub fn set_forwarded(
-    req: &mut RequestHeader,
+    req: &mut Parts,
     peer: Option<IpAddr>,
     peer_is_trusted: bool,
 ) -> pingora::Result<()> {
     match peer {
-        Some(peer) if !peer_is_trusted => set_forwarded_for_stranger(req, peer),
+        Some(peer) if !peer_is_trusted => {
+            set_forwarded_for_stranger(req, peer);
+            Ok(())
+        }
         _ => set_forwarded_general(req, peer, peer_is_trusted),
     }
 }
 
 /// What [`set_forwarded_general`] does for a peer that is not a trusted proxy (nearly every
 /// request), without reading or copying the values the client sent: they are all replaced.
-fn set_forwarded_for_stranger(req: &mut RequestHeader, peer: IpAddr) -> pingora::Result<()> {
-    match peer_value(peer) {
-        Some(value) => req.insert_header("x-forwarded-for", value)?,
-        None => req.insert_header("x-forwarded-for", peer.to_string())?,
-    }
-    req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+fn set_forwarded_for_stranger(req: &mut Parts, peer: IpAddr) {
+    let headers = &mut req.headers;
+    headers.insert(FORWARDED_FOR, peer_value(peer));
+    headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
     // The `Host` value as sent (a reference-counted clone, no copy) if it is text; else the
     // request target's authority.
-    match req.headers.get(http::header::HOST) {
-        Some(host) if host.to_str().is_ok() => {
-            let host = host.clone();
-            req.insert_header("x-forwarded-host", host)?;
-        }
-        _ => match req.uri.authority().map(|a| a.to_string()) {
-            Some(authority) => req.insert_header("x-forwarded-host", authority)?,
-            None => {
-                req.remove_header("x-forwarded-host");
-            }
-        },
-    }
-    Ok(())
+    let host = match headers.get(HOST) {
+        Some(host) if host.to_str().is_ok() => Some(host.clone()),
+        _ => req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    match host {
+        Some(host) => headers.insert(FORWARDED_HOST, host),
+        None => headers.remove(FORWARDED_HOST),
+    };
 }
 
 thread_local! {
@@ -111,47 +120,46 @@ thread_local! {
 }
 
 /// `peer` as a header value: a reference-counted clone of the last one when it is the same
-/// address. `None` only if the text were not a valid value (it always is).
-fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+/// address.
+fn peer_value(peer: IpAddr) -> HeaderValue {
     LAST_PEER.with(|last| {
         let mut last = last.borrow_mut();
         if let Some((ip, value)) = last.as_ref() {
             if *ip == peer {
-                return Some(value.clone());
+                return value.clone();
             }
         }
-        let value = HeaderValue::try_from(peer.to_string()).ok()?;
+        // An address's text is digits, dots, colons and hex letters: always a valid value.
+        let value = HeaderValue::from_str(&peer.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         *last = Some((peer, value.clone()));
-        Some(value)
+        value
     })
 }
 
 fn set_forwarded_general(
-    req: &mut RequestHeader,
+    req: &mut Parts,
     peer: Option<IpAddr>,
     peer_is_trusted: bool,
 ) -> pingora::Result<()> {
-    let prior_for = req
-        .headers
-        .get_all("x-forwarded-for")
+    let headers = &mut req.headers;
+    let prior_for = headers
+        .get_all(&FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect::<Vec<_>>()
         .join(", ");
-    let prior_proto = req
-        .headers
-        .get("x-forwarded-proto")
+    let prior_proto = headers
+        .get(&FORWARDED_PROTO)
         .and_then(|v| v.to_str().ok())
         .filter(|p| *p == "http" || *p == "https")
         .map(str::to_string);
-    let prior_host = req
-        .headers
-        .get("x-forwarded-host")
+    let prior_host = headers
+        .get(&FORWARDED_HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let host = req
-        .headers
-        .get("host")
+    let host = headers
+        .get(HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri.authority().map(|a| a.to_string()));
@@ -170,14 +178,14 @@ fn set_forwarded_general(
         (true, Some(h)) => Some(h),
         _ => host,
     };
-    req.remove_header("x-forwarded-for");
+    headers.remove(&FORWARDED_FOR);
     if !forwarded_for.is_empty() {
-        req.insert_header("x-forwarded-for", forwarded_for)?;
+        headers.insert(FORWARDED_FOR, header_value(forwarded_for)?);
     }
-    req.insert_header("x-forwarded-proto", proto)?;
-    req.remove_header("x-forwarded-host");
+    headers.insert(FORWARDED_PROTO, header_value(proto)?);
+    headers.remove(&FORWARDED_HOST);
     if let Some(h) = forwarded_host {
-        req.insert_header("x-forwarded-host", h)?;
+        headers.insert(FORWARDED_HOST, header_value(h)?);
     }
     Ok(())
 }
@@ -208,23 +216,33 @@ mod tests {
 
     #[test]
     fn spoofed_headers_are_removed() {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        r.append_header("X-Auth-User", "mallory").unwrap();
-        r.append_header("X_Auth_Roles", "admin").unwrap();
-        r.append_header("Accept", "*/*").unwrap();
-        strip_identity_headers(&mut r);
+        let mut r = request(&[
+            ("X-Auth-User", "mallory"),
+            ("X_Auth_Roles", "admin"),
+            ("Accept", "*/*"),
+        ]);
+        strip_identity_headers(&mut r.headers);
         assert_eq!(r.headers.len(), 1);
     }
 
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/reports", None).unwrap();
+    fn parts(target: &str, headers: &[(&str, HeaderValue)]) -> Parts {
+        let mut r = http::Request::builder().uri(target).body(()).unwrap();
         for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
+            let name = HeaderName::from_bytes(k.as_bytes()).unwrap();
+            r.headers_mut().append(name, v.clone());
         }
-        r
+        r.into_parts().0
     }
 
-    fn values(r: &RequestHeader, name: &str) -> Vec<String> {
+    fn request(headers: &[(&str, &str)]) -> Parts {
+        let headers: Vec<(&str, HeaderValue)> = headers
+            .iter()
+            .map(|(k, v)| (*k, HeaderValue::from_str(v).unwrap()))
+            .collect();
+        parts("/reports", &headers)
+    }
+
+    fn values(r: &Parts, name: &str) -> Vec<String> {
         r.headers
             .get_all(name)
             .iter()
@@ -251,7 +269,8 @@ mod tests {
     #[test]
     fn a_trusted_proxys_forwarding_headers_are_extended() {
         let mut r = request(&SENT);
-        r.append_header("x-forwarded-for", "1.2.3.4").unwrap();
+        r.headers
+            .append(FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         set_forwarded(&mut r, Some("10.0.0.2".parse().unwrap()), true).unwrap();
         assert_eq!(
             values(&r, "x-forwarded-for"),
@@ -268,7 +287,7 @@ mod tests {
     }
 
     /// Every header, by name, with its values in order.
-    fn all(r: &RequestHeader) -> Vec<(String, Vec<Vec<u8>>)> {
+    fn all(r: &Parts) -> Vec<(String, Vec<Vec<u8>>)> {
         let mut names: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
         names.sort();
         names
@@ -298,16 +317,13 @@ mod tests {
             // Not text: the general rule falls back to the target's authority.
             vec![("host", host_bytes)],
         ];
-        let targets: [&[u8]; 2] = [b"/reports?x=1", b"http://target.example:8443/reports"];
+        let targets = ["/reports?x=1", "http://target.example:8443/reports"];
         for headers in &cases {
             for target in targets {
                 for peer in ["203.0.113.7", "2001:db8::1", "203.0.113.8"] {
                     let peer: IpAddr = peer.parse().unwrap();
-                    let mut general = RequestHeader::build("GET", target, None).unwrap();
-                    for (k, v) in headers {
-                        general.append_header(k.to_string(), v.clone()).unwrap();
-                    }
-                    let mut shortcut = general.clone();
+                    let mut general = parts(target, headers);
+                    let mut shortcut = parts(target, headers);
                     set_forwarded_general(&mut general, Some(peer), false).unwrap();
                     set_forwarded(&mut shortcut, Some(peer), false).unwrap();
                     assert_eq!(all(&shortcut), all(&general), "{headers:?} {peer}");
@@ -320,7 +336,7 @@ mod tests {
     fn the_remembered_peer_value_follows_the_peer() {
         for peer in ["192.0.2.1", "192.0.2.1", "192.0.2.2", "::1", "192.0.2.1"] {
             let ip: IpAddr = peer.parse().unwrap();
-            assert_eq!(peer_value(ip).unwrap(), ip.to_string().as_str());
+            assert_eq!(peer_value(ip), ip.to_string().as_str());
         }
     }
 
@@ -333,13 +349,13 @@ mod tests {
             ("x-auth-user-id", "0"),
             ("cookie", "app=1"),
         ]);
-        strip_identity_headers(&mut r);
+        strip_identity_headers(&mut r.headers);
         let alice = Identity {
             id: "1".into(),
             username: "alice".into(),
             roles: vec!["admin".into(), "user".into()],
         };
-        set_identity(&mut r, &alice).unwrap();
+        set_identity(&mut r.headers, &alice).unwrap();
         assert_eq!(values(&r, USER), ["alice"]);
         assert_eq!(values(&r, USER_ID), ["1"]);
         assert_eq!(values(&r, ROLES), ["admin,user"]);
@@ -355,7 +371,7 @@ mod tests {
             username: "nobody".into(),
             roles: vec![],
         };
-        set_identity(&mut none, &nobody).unwrap();
+        set_identity(&mut none.headers, &nobody).unwrap();
         assert_eq!(values(&none, ROLES), [""]);
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod cookies;
 pub mod forward;
+pub mod head;
 pub mod reply;
 pub mod request;

@@ -57,9 +57,10 @@ pub mod request_id {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
 
-    use http::HeaderMap;
+    use http::{HeaderMap, HeaderName, HeaderValue};
 
     pub const HEADER: &str = "x-request-id";
+    pub const NAME: HeaderName = HeaderName::from_static(HEADER);
 
     /// Whether `headers` hold exactly one id worth passing on: at most 128 characters of
     /// letters, digits and `-_.:/+=`, so no header injection and no log spoofing.
@@ -79,7 +80,7 @@ pub mod request_id {
 
     /// A new id: this process's random prefix and a counter, unique without a system call
     /// per request.
-    pub fn generate() -> String {
+    pub fn generate() -> HeaderValue {
         static PREFIX: OnceLock<String> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let prefix = PREFIX.get_or_init(|| {
@@ -87,7 +88,19 @@ pub mod request_id {
             let _ = getrandom::fill(&mut random);
             hex::encode(random)
         });
-        format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+        // `{prefix}-{counter:x}`, written out by hand: `format!` cost as much as the rest of
+        // making and inserting the id.
+        let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let digits = (64 - counter.leading_zeros()).div_ceil(4).max(1);
+        let mut id = Vec::with_capacity(prefix.len() + 1 + digits as usize);
+        id.extend_from_slice(prefix.as_bytes());
+        id.push(b'-');
+        for shift in (0..digits).rev() {
+            id.push(b"0123456789abcdef"[(counter >> (shift * 4)) as usize & 0xf]);
+        }
+        // Hex digits and a dash: always a valid value.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+            .unwrap_or(HeaderValue::from_static("-"))
     }
 }
 
@@ -280,6 +293,28 @@ pub fn client_ip(peer: Option<IpAddr>, req: &RequestHeader, trusted: &[IpNet]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_the_process_prefix_and_a_rising_hex_counter() {
+        let parse = |id: http::HeaderValue| {
+            let text = id.to_str().unwrap().to_string();
+            let (prefix, counter) = text.split_once('-').unwrap();
+            assert_eq!(prefix.len(), 16, "{text}");
+            assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit()), "{text}");
+            assert!(!counter.is_empty() && (counter == "0" || !counter.starts_with('0')));
+            (
+                prefix.to_string(),
+                u64::from_str_radix(counter, 16).unwrap(),
+            )
+        };
+        let (first_prefix, first) = parse(request_id::generate());
+        let (second_prefix, second) = parse(request_id::generate());
+        assert_eq!(first_prefix, second_prefix);
+        assert!(second > first);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(request_id::NAME, request_id::generate());
+        assert!(request_id::acceptable(&headers));
+    }
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("POST", b"/login", None).unwrap();
