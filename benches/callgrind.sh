@@ -69,7 +69,9 @@ EOF
 nginx_conf u "server { listen 127.0.0.1:$U_PORT; location / { return 200 \"ok\\n\"; } }"
 nginx_conf n "upstream u { server 127.0.0.1:$U_PORT; keepalive 64; }
     server { listen 127.0.0.1:$N_PORT; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-nginx -p "$TMP" -c "$TMP/nginx-u.conf" -g 'daemon off;' 2>/dev/null & PIDS+=($!)
+# One process, no master: stopping its PID stops it all (a master stopped from under a
+# `timeout` or a signalled shell could leave its worker behind, holding the port).
+nginx -p "$TMP" -c "$TMP/nginx-u.conf" -g 'daemon off; master_process off;' 2>/dev/null & PIDS+=($!)
 wait_http "http://127.0.0.1:$U_PORT/" 10
 redis-server --port "$R_PORT" --save '' --appendonly no >/dev/null & PIDS+=($!)
 
