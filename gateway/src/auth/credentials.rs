@@ -1,8 +1,9 @@
 //! Checking a username and password, without stalling the proxy and without leaking which
 //! usernames exist.
 //!
-//! Hash verification runs on tokio's blocking pool, at most one per CPU at a time, so a login
-//! storm queues behind itself instead of starving proxied traffic on the async workers. Unknown
+//! Hash verification runs on a few low-priority threads of its own ([`HashingPool`]), at most
+//! one per two cores at a time, so a login storm queues behind itself instead of starving
+//! proxied traffic on the async workers. Unknown
 //! and disabled users cost exactly what a wrong password costs: an unknown name is checked
 //! against a decoy hash of the same algorithm and cost, and a disabled user's real hash is
 //! checked before the answer is "no".
@@ -12,9 +13,8 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use tokio::sync::Semaphore;
-
 use crate::auth::database::UserDatabase;
+use crate::auth::hashing::HashingPool;
 use crate::auth::password::{default_decoy, PasswordHash};
 use crate::auth::users::{User, UserTable};
 use crate::errors::CredentialError;
@@ -31,7 +31,7 @@ pub struct Authenticator {
     /// With a database, a bcrypt decoy shaped like its hashes, made once (it is slow to make)
     /// and used whatever the users file holds.
     database_decoy: Option<PasswordHash>,
-    permits: Arc<Semaphore>,
+    hashing: HashingPool,
 }
 
 /// The users file's table, and the decoy that costs what checking one of its users costs.
@@ -52,7 +52,7 @@ impl Authenticator {
             file: RwLock::new(Arc::new(file)),
             database,
             database_decoy,
-            permits: Arc::new(Semaphore::new(hashing_slots())),
+            hashing: HashingPool::start(hashing_slots()),
         }
     }
 
@@ -102,14 +102,11 @@ impl Authenticator {
         let hash = user
             .as_ref()
             .map_or_else(|| file.decoy.clone(), |u| u.password_hash.clone());
-        let _permit = self
-            .permits
-            .acquire()
+        let matched = self
+            .hashing
+            .run(move || hash.verify(&password))
             .await
-            .map_err(|_| CredentialError("shutting down".into()))?;
-        let matched = tokio::task::spawn_blocking(move || hash.verify(&password))
-            .await
-            .map_err(|e| CredentialError(format!("password check failed: {e}")))?;
+            .ok_or_else(|| CredentialError("password check failed: no checking thread".into()))?;
         Ok(match user {
             None => Verdict::Rejected(Rejection::UnknownUser),
             Some(_) if !matched => Verdict::Rejected(Rejection::WrongPassword),
@@ -153,9 +150,10 @@ impl FileUsers {
 }
 
 /// Password checks that may run at once: half the cores (at least one), so a storm of logins
-/// (each a deliberately slow hash) always leaves cores for proxying. The other logins wait
-/// their turn; measured on 2 cores, proxied p99 during 8 clients' login storm stays within 2x
-/// of quiet only when one core is left (benches/README.md, login storm).
+/// (each a deliberately slow hash) always leaves cores for proxying, on top of the checks' low
+/// priority. The other logins wait their turn; measured on 2 cores, proxied p99 during 8
+/// clients' login storm stays within 2x of quiet only when one core is left (benches/README.md,
+/// login storm).
 fn hashing_slots() -> usize {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cpus / 2).max(1)

@@ -5,6 +5,7 @@
 
 pub mod credentials;
 pub mod database;
+pub mod hashing;
 pub mod password;
 pub mod throttle;
 pub mod users;
