@@ -52,8 +52,10 @@ fn start_nginx(
     let server = snippet("nginx.conf", gateway, app)
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
     let d = dir.display();
+    // One process, no master: the test's `kill` (SIGKILL) then stops all of nginx, where a
+    // killed master would leave its worker running, still holding the port.
     let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
          events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {d}/body;\n\
          proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\n\
          scgi_temp_path {d}/scgi;\n{server}\n}}\n"

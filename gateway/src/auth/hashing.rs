@@ -87,11 +87,7 @@ fn lower_priority() {
     // thread cannot fail.)
     let status = unsafe {
         let current = libc::getpriority(libc::PRIO_PROCESS, 0);
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            0,
-            (current + HASHING_NICENESS).min(19),
-        )
+        libc::setpriority(libc::PRIO_PROCESS, 0, (current + HASHING_NICENESS).min(19))
     };
     if status != 0 {
         log::warn!(
