@@ -218,23 +218,10 @@ parse_wrk() {
         }' "$1"
 }
 
-# cpu_ticks PID...  -> utime+stime of these processes, summed, in clock ticks (CLK_TCK/s).
-# /proc/PID/stat fields 14 and 15; the text after the last ")" starts at field 3,
-# since field 2 (the command name, in parentheses) may contain spaces.
-cpu_ticks() {
-    local pid stat total=0
-    local -a f
-    for pid in "$@"; do
-        stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || die "process $pid is gone (cpu_ticks)"
-        read -r -a f <<<"${stat##*) }"
-        total=$((total + f[11] + f[12]))
-    done
-    echo "$total"
-}
-
-# cpu_split PID...  -> "UTIME STIME" of these processes, summed, in clock ticks: user space
-# and kernel apart, since proxies make the same system calls per request and differ mostly in
-# user space.
+# cpu_split PID...  -> "UTIME STIME" of these processes, summed, in clock ticks (CLK_TCK/s):
+# user space and kernel apart, since proxies make the same system calls per request and differ
+# mostly in user space. /proc/PID/stat fields 14 and 15; the text after the last ")" starts at
+# field 3, since field 2 (the command name, in parentheses) may contain spaces.
 cpu_split() {
     local pid stat user=0 kernel=0
     local -a f
@@ -244,6 +231,18 @@ cpu_split() {
         user=$((user + f[11])) kernel=$((kernel + f[12]))
     done
     echo "$user $kernel"
+}
+
+# cpu_ticks PID...  -> utime+stime of these processes, summed, in clock ticks
+cpu_ticks() {
+    local -a split
+    read -r -a split <<<"$(cpu_split "$@")"
+    echo $((split[0] + split[1]))
+}
+
+# us_per_request TICKS REQUESTS  -> CPU µs per request, one decimal
+us_per_request() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'
 }
 
 # rss_kib PID...  -> VmRSS of these processes, summed, in KiB
@@ -297,12 +296,9 @@ run_wrk() {
     ((reqs > 0)) || die "$name completed no requests (see $TMP/wrk-$name.txt)"
     ((bad == 0)) || die "$name got $bad non-2xx answers out of $reqs (see $TMP/wrk-$name.txt)"
     RPS[$name]="$rps" P50[$name]="$p50" P99[$name]="$p99" REQS[$name]="$reqs" SOCK[$name]="$sock"
-    CPU[$name]="$(awk -v t="$((ticks_after - ticks_before))" -v hz="$CLK_TCK" -v n="$reqs" \
-        'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
-    USER_CPU[$name]="$(awk -v t="$((split_after[0] - split_before[0]))" -v hz="$CLK_TCK" -v n="$reqs" \
-        'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
-    KERNEL_CPU[$name]="$(awk -v t="$((split_after[1] - split_before[1]))" -v hz="$CLK_TCK" -v n="$reqs" \
-        'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+    CPU[$name]="$(us_per_request $((ticks_after - ticks_before)) "$reqs")"
+    USER_CPU[$name]="$(us_per_request $((split_after[0] - split_before[0])) "$reqs")"
+    KERNEL_CPU[$name]="$(us_per_request $((split_after[1] - split_before[1])) "$reqs")"
     log "    CPU: $((ticks_after - ticks_before)) ticks (CLK_TCK=$CLK_TCK), ${CPU[$name]} µs/req"
 }
 
@@ -650,8 +646,7 @@ if enabled app; then
     declare -A APP_BEHIND_CPU
     app_ticks_before() { APP_TICKS_BEFORE="$(cpu_ticks $APP_WORKERS)"; }
     app_behind_cpu() {
-        APP_BEHIND_CPU[$1]="$(awk -v t="$(($(cpu_ticks $APP_WORKERS) - APP_TICKS_BEFORE))" -v hz="$CLK_TCK" \
-            -v n="${REQS[$1]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')"
+        APP_BEHIND_CPU[$1]="$(us_per_request $(($(cpu_ticks $APP_WORKERS) - APP_TICKS_BEFORE)) "${REQS[$1]}")"
     }
     BEFORE_MEASURE=app_ticks_before
     run_wrk app_nginx "$N_WORKERS" "http://127.0.0.1:$NA_PORT$APP_STATIC_PATH"

@@ -23,7 +23,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A fixed set of low-priority threads that run password checks one at a time each; the
 /// threads stop when the pool is dropped.
 pub struct HashingPool {
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
 }
 
 impl HashingPool {
@@ -39,9 +39,7 @@ impl HashingPool {
                 .spawn(move || run(&queue))
                 .expect("start a password-check thread");
         }
-        HashingPool {
-            jobs: Mutex::new(jobs),
-        }
+        HashingPool { jobs }
     }
 
     /// Runs `check` on one of the pool's threads and waits for its answer without blocking
@@ -54,11 +52,7 @@ impl HashingPool {
         let job: Job = Box::new(move || {
             let _ = answer.send(check());
         });
-        self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(job)
-            .ok()?;
+        self.jobs.send(job).ok()?;
         answered.await.ok()
     }
 }
